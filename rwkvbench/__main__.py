@@ -1,0 +1,20 @@
+"""python -m rwkvbench task=lambada model=rwkv4_1b5  (Hydra; see conf/config.yaml)."""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from rwkvbench.config import conf_dir
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def main(cfg: DictConfig) -> None:
+    from rwkvbench.run import run, summary
+
+    writer = run(cfg, HydraConfig.get().runtime.output_dir)
+    print(summary(writer.read()))
+    print(f"[rwkvbench] results: {writer.path} (and {writer.path.with_suffix('.csv').name})")
+
+
+if __name__ == "__main__":
+    main()

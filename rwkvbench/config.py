@@ -1,0 +1,29 @@
+"""Where the Hydra config tree lives, and reading single config files from it by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def conf_dir() -> Path:
+    """conf/ ships as the package `rwkvbench.conf`; in a bare source checkout it is the top-level folder."""
+    try:
+        import rwkvbench.conf as pkg
+
+        return Path(pkg.__file__).parent
+    except ImportError:
+        return Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    """Config names available in a group (conf/<group>/*.yaml)."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def load_option(group: str, name: str) -> DictConfig:
+    path = conf_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown {group} {name!r}; valid: {', '.join(options(group))}")
+    return OmegaConf.load(path)

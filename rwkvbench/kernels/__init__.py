@@ -1,0 +1,6 @@
+"""WKV kernels: the plain reference and the dispatch that picks a fast path when one applies."""
+
+from rwkvbench.kernels.wkv_reference import NEG_INF_STATE, initial_wkv_state, wkv4_reference
+from rwkvbench.kernels.dispatch import wkv4
+
+__all__ = ["wkv4", "wkv4_reference", "initial_wkv_state", "NEG_INF_STATE"]

@@ -1,0 +1,265 @@
+"""RWKV-4 checkpoint formats: BlinkDL's RWKV-4-Pile `.pth` and Hugging Face `RWKV/rwkv-4-*-pile`.
+
+Weights are held internally under BlinkDL's names (they are also our module names). Hugging Face names
+map onto them through one table. Every load checks every key and shape against the architecture
+inferred from the weights, and a bad file ends in one `CheckpointError` line naming the file and key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file and what was wrong."""
+
+
+@dataclass(frozen=True)
+class RWKV4Shape:
+    n_layer: int
+    n_embd: int
+    vocab_size: int
+    dim_ffn: int
+
+    def expected(self) -> dict[str, tuple[int, ...]]:
+        """Every key of a BlinkDL RWKV-4 state dict with its shape."""
+        C, F, V = self.n_embd, self.dim_ffn, self.vocab_size
+        keys = {"emb.weight": (V, C), "blocks.0.ln0.weight": (C,), "blocks.0.ln0.bias": (C,)}
+        for i in range(self.n_layer):
+            b = f"blocks.{i}."
+            for ln in ("ln1", "ln2"):
+                keys[b + ln + ".weight"] = (C,)
+                keys[b + ln + ".bias"] = (C,)
+            keys[b + "att.time_decay"] = (C,)
+            keys[b + "att.time_first"] = (C,)
+            for m in ("k", "v", "r"):
+                keys[b + f"att.time_mix_{m}"] = (1, 1, C)
+            for lin in ("key", "value", "receptance", "output"):
+                keys[b + f"att.{lin}.weight"] = (C, C)
+            keys[b + "ffn.time_mix_k"] = (1, 1, C)
+            keys[b + "ffn.time_mix_r"] = (1, 1, C)
+            keys[b + "ffn.key.weight"] = (F, C)
+            keys[b + "ffn.receptance.weight"] = (C, C)
+            keys[b + "ffn.value.weight"] = (C, F)
+        keys.update({"ln_out.weight": (C,), "ln_out.bias": (C,), "head.weight": (V, C)})
+        return keys
+
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.expected().values())
+
+
+# ---- names: Hugging Face (transformers' RwkvForCausalLM) <-> BlinkDL --------------------------------
+# (hf pattern, blinkdl pattern); applied as whole-name regex substitutions.
+_HF_TO_BLINKDL = [
+    (r"^rwkv\.embeddings\.weight$", "emb.weight"),
+    (r"^rwkv\.blocks\.0\.pre_ln\.", "blocks.0.ln0."),
+    (r"^rwkv\.blocks\.(\d+)\.attention\.time_mix_key$", r"blocks.\1.att.time_mix_k"),
+    (r"^rwkv\.blocks\.(\d+)\.attention\.time_mix_value$", r"blocks.\1.att.time_mix_v"),
+    (r"^rwkv\.blocks\.(\d+)\.attention\.time_mix_receptance$", r"blocks.\1.att.time_mix_r"),
+    (r"^rwkv\.blocks\.(\d+)\.attention\.", r"blocks.\1.att."),
+    (r"^rwkv\.blocks\.(\d+)\.feed_forward\.time_mix_key$", r"blocks.\1.ffn.time_mix_k"),
+    (r"^rwkv\.blocks\.(\d+)\.feed_forward\.time_mix_receptance$", r"blocks.\1.ffn.time_mix_r"),
+    (r"^rwkv\.blocks\.(\d+)\.feed_forward\.", r"blocks.\1.ffn."),
+    (r"^rwkv\.blocks\.(\d+)\.(ln[12])\.", r"blocks.\1.\2."),
+    (r"^rwkv\.ln_out\.", "ln_out."),
+]
+_BLINKDL_TO_HF = [
+    (r"^emb\.weight$", "rwkv.embeddings.weight"),
+    (r"^blocks\.0\.ln0\.", "rwkv.blocks.0.pre_ln."),
+    (r"^blocks\.(\d+)\.att\.time_mix_k$", r"rwkv.blocks.\1.attention.time_mix_key"),
+    (r"^blocks\.(\d+)\.att\.time_mix_v$", r"rwkv.blocks.\1.attention.time_mix_value"),
+    (r"^blocks\.(\d+)\.att\.time_mix_r$", r"rwkv.blocks.\1.attention.time_mix_receptance"),
+    (r"^blocks\.(\d+)\.att\.", r"rwkv.blocks.\1.attention."),
+    (r"^blocks\.(\d+)\.ffn\.time_mix_k$", r"rwkv.blocks.\1.feed_forward.time_mix_key"),
+    (r"^blocks\.(\d+)\.ffn\.time_mix_r$", r"rwkv.blocks.\1.feed_forward.time_mix_receptance"),
+    (r"^blocks\.(\d+)\.ffn\.", r"rwkv.blocks.\1.feed_forward."),
+    (r"^blocks\.(\d+)\.(ln[12])\.", r"rwkv.blocks.\1.\2."),
+    (r"^ln_out\.", "rwkv.ln_out."),
+]
+
+
+def _rename(name: str, table) -> str:
+    for pattern, repl in table:
+        new, n = re.subn(pattern, repl, name)
+        if n:
+            return new
+    return name  # head.weight is the same in both
+
+
+def hf_to_blinkdl(sd: dict) -> dict:
+    return {_rename(k, _HF_TO_BLINKDL): v for k, v in sd.items()}
+
+
+def blinkdl_to_hf(sd: dict) -> dict:
+    return {_rename(k, _BLINKDL_TO_HF): v for k, v in sd.items()}
+
+
+# ---- validation ---------------------------------------------------------------------------------------
+def infer_shape(sd: dict, path) -> RWKV4Shape:
+    for key in ("emb.weight", "blocks.0.ffn.key.weight"):
+        if key not in sd:
+            raise CheckpointError(f"{path}: missing key '{key}' (not an RWKV-4 checkpoint?)")
+    layers = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    V, C = sd["emb.weight"].shape
+    return RWKV4Shape(n_layer=max(layers) + 1, n_embd=C, vocab_size=V, dim_ffn=sd["blocks.0.ffn.key.weight"].shape[0])
+
+
+def validate(sd: dict, path) -> RWKV4Shape:
+    """Check every key and shape; return the architecture."""
+    shape = infer_shape(sd, path)
+    expected = shape.expected()
+    for key, want in expected.items():
+        if key not in sd:
+            raise CheckpointError(f"{path}: missing key '{key}' (expected shape {tuple(want)})")
+        got = tuple(sd[key].shape)
+        if got != want:
+            raise CheckpointError(f"{path}: key '{key}' has shape {got}, expected {want} for {shape}")
+        if not sd[key].is_floating_point():
+            raise CheckpointError(f"{path}: key '{key}' has dtype {sd[key].dtype}, expected a float tensor")
+    extra = sorted(set(sd) - set(expected))
+    if extra:
+        raise CheckpointError(f"{path}: unexpected key '{extra[0]}' ({len(extra)} in all; not an RWKV-4 weight)")
+    return shape
+
+
+# ---- reading files ------------------------------------------------------------------------------------
+def _torch_load(path: Path) -> dict:
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # legacy (non-zip) files cannot be memory-mapped
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint): {reason}") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def _safetensors_load(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt): {e}") from None
+
+
+def _read_tensor_file(path: Path) -> dict:
+    return _safetensors_load(path) if path.suffix == ".safetensors" else _torch_load(path)
+
+
+def _read_hf_dir(path: Path) -> dict:
+    """A Hugging Face model folder: one file or shards listed in an index."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = path / index_name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"{index}: not a valid shard index ({e})") from None
+            sd = {}
+            for shard in shards:
+                sd.update(_read_tensor_file(path / shard))
+            return sd
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            return _read_tensor_file(path / name)
+    raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
+
+
+def read_rwkv4(path) -> tuple[dict, RWKV4Shape]:
+    """Load an RWKV-4 checkpoint from a local file or folder in either format, under BlinkDL names."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    sd = _read_hf_dir(path) if path.is_dir() else _read_tensor_file(path)
+    if any(k.startswith("rwkv.") for k in sd):
+        sd = hf_to_blinkdl(sd)
+    return sd, validate(sd, path)
+
+
+def resolve_rwkv4(path: str | None, hub_repo: str | None, hub_file: str | None) -> Path:
+    """A local path wins; otherwise download (and cache) from the hub."""
+    if path:
+        return Path(path).expanduser()
+    if not hub_repo:
+        raise CheckpointError("no checkpoint: give path= (a local .pth file or Hugging Face folder) or a hub repo")
+    if hub_file:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(hub_repo, hub_file))
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(hub_repo, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+
+
+# ---- writing (tests, conversion) ----------------------------------------------------------------------
+def save_blinkdl(sd: dict, path) -> None:
+    torch.save({k: v.contiguous() for k, v in sd.items()}, path)
+
+
+def save_hf(sd: dict, folder, shape: RWKV4Shape, context_length: int = 1024) -> None:
+    """Write transformers' RWKV layout: config.json + model.safetensors."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in blinkdl_to_hf(sd).items()}, str(folder / "model.safetensors"))
+    config = {
+        "architectures": ["RwkvForCausalLM"],
+        "model_type": "rwkv",
+        "vocab_size": shape.vocab_size,
+        "hidden_size": shape.n_embd,
+        "num_hidden_layers": shape.n_layer,
+        "attention_hidden_size": shape.n_embd,
+        "intermediate_size": shape.dim_ffn,
+        "context_length": context_length,
+        "layer_norm_epsilon": 1e-5,
+        "rescale_every": 6,
+        "tie_word_embeddings": False,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+
+# ---- random weights at a real shape -------------------------------------------------------------------
+def random_rwkv4(shape: RWKV4Shape, seed: int = 0, dtype=torch.float32) -> dict:
+    """A BlinkDL-format state dict with RWKV-LM-style initial values (decay ramps, mix ramps), so that
+    random models behave like RWKV (not like noise) for speed work and tests."""
+    g = torch.Generator().manual_seed(seed)
+    C, L = shape.n_embd, shape.n_layer
+    ch = torch.arange(C, dtype=torch.float64) / max(C - 1, 1)
+    sd = {}
+    for key, s in shape.expected().items():
+        layer = int(key.split(".")[1]) if key.startswith("blocks.") else 0
+        r01 = layer / max(L - 1, 1)  # 0 at the first layer, 1 at the last
+        r1a0 = 1.0 - layer / L  # 1 at the first layer, towards 0 at the last
+        if key.endswith("time_decay"):
+            t = -5 + 8 * ch ** (0.7 + 1.3 * r01)
+        elif key.endswith("time_first"):
+            zigzag = torch.tensor([((i + 1) % 3 - 1) * 0.5 for i in range(C)], dtype=torch.float64)
+            t = math.log(0.3) + zigzag
+        elif "time_mix_v" in key:
+            t = (ch ** r1a0 + 0.3 * r01).clamp(max=1.0).view(s)
+        elif "time_mix_r" in key:
+            t = (ch ** (0.5 * r1a0)).view(s)
+        elif "time_mix" in key:
+            t = (ch ** r1a0).view(s)
+        elif ".ln" in key or key.startswith("ln_out"):
+            t = torch.ones(s, dtype=torch.float64) if key.endswith("weight") else torch.zeros(s, dtype=torch.float64)
+        else:  # matrices: unit-variance outputs, so activations stay in a realistic range
+            fan_in = s[1] if key != "emb.weight" else 1
+            t = torch.randn(s, generator=g, dtype=torch.float64) / math.sqrt(fan_in)
+        sd[key] = t.to(dtype)
+    return sd

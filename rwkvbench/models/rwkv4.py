@@ -1,0 +1,200 @@
+"""RWKV-4, our own implementation (BlinkDL's RWKV-4-Pile architecture).
+
+Module names equal BlinkDL's checkpoint keys, so a `.pth` state dict loads as it is. Matrices (emb,
+linear layers, head) are held in the model dtype (fp32, bf16 or fp16); layer norms, decays, bonuses and
+mix vectors stay fp32, and so do the residual stream and the WKV state and accumulation (fp16 would
+overflow the residual of large RWKV-4 models; ChatRWKV rescales layers instead, we keep fp32).
+
+Parallel ("GPT") mode: `prefill` runs every linear layer over the whole chunk and WKV over time.
+Recurrent ("RNN") mode: `step` runs one token per sequence. Both take and return the state, so a long
+input can be fed in chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from rwkvbench.kernels import initial_wkv_state, wkv4
+from rwkvbench.models.base import SequenceModel, count_params
+from rwkvbench.models.checkpoints import RWKV4Shape
+from rwkvbench.models.tokenizer import Tokenizer
+
+
+@dataclass
+class RWKV4State:
+    """Per layer, per sequence: the last ln1 output (time-mix shift), the WKV numerator, denominator and
+    max exponent, and the last ln2 output (channel-mix shift). Each tensor is (n_layer, B, C) fp32."""
+
+    att_x: torch.Tensor
+    att_a: torch.Tensor
+    att_b: torch.Tensor
+    att_p: torch.Tensor
+    ffn_x: torch.Tensor
+
+    def tensors(self):
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def map(self, fn) -> "RWKV4State":
+        return RWKV4State(*(fn(t) for t in self.tensors()))
+
+    @classmethod
+    def empty(cls, n_layer: int, batch: int, channels: int, device) -> "RWKV4State":
+        zeros = torch.zeros(n_layer, batch, channels, device=device)
+        a, b, p = (s.unsqueeze(0).expand(n_layer, -1, -1).clone() for s in initial_wkv_state(batch, channels, device))
+        return cls(zeros, a, b, p, zeros.clone())
+
+
+def _mix(x, x_prev, mix):
+    """Token shift: interpolate each channel between this token and the previous one."""
+    return x * mix + x_prev * (1 - mix)
+
+
+def _shifted(x, last):
+    """(B, T, C) -> the previous token at every position; `last` (B, C) precedes the chunk."""
+    return torch.cat([last.unsqueeze(1), x[:, :-1]], dim=1)
+
+
+def _linear(layer: nn.Linear, x):
+    return layer(x.to(layer.weight.dtype))
+
+
+class TimeMix(nn.Module):
+    def __init__(self, C: int, dtype, device):
+        super().__init__()
+        f32 = dict(dtype=torch.float32, device=device)
+        self.time_decay = nn.Parameter(torch.empty(C, **f32))
+        self.time_first = nn.Parameter(torch.empty(C, **f32))
+        self.time_mix_k = nn.Parameter(torch.empty(1, 1, C, **f32))
+        self.time_mix_v = nn.Parameter(torch.empty(1, 1, C, **f32))
+        self.time_mix_r = nn.Parameter(torch.empty(1, 1, C, **f32))
+        self.key, self.value, self.receptance, self.output = (
+            nn.Linear(C, C, bias=False, dtype=dtype, device=device) for _ in range(4)
+        )
+
+    def forward(self, x, x_last, wkv_state):
+        xx = _shifted(x, x_last)
+        k = _linear(self.key, _mix(x, xx, self.time_mix_k))
+        v = _linear(self.value, _mix(x, xx, self.time_mix_v))
+        r = torch.sigmoid(_linear(self.receptance, _mix(x, xx, self.time_mix_r)))
+        y, wkv_state = wkv4(-torch.exp(self.time_decay), self.time_first, k, v, wkv_state)
+        return _linear(self.output, r * y).float(), x[:, -1], wkv_state
+
+
+class ChannelMix(nn.Module):
+    def __init__(self, C: int, F_: int, dtype, device):
+        super().__init__()
+        self.time_mix_k = nn.Parameter(torch.empty(1, 1, C, dtype=torch.float32, device=device))
+        self.time_mix_r = nn.Parameter(torch.empty(1, 1, C, dtype=torch.float32, device=device))
+        self.key = nn.Linear(C, F_, bias=False, dtype=dtype, device=device)
+        self.receptance = nn.Linear(C, C, bias=False, dtype=dtype, device=device)
+        self.value = nn.Linear(F_, C, bias=False, dtype=dtype, device=device)
+
+    def forward(self, x, x_last):
+        xx = _shifted(x, x_last)
+        k = torch.square(torch.relu(_linear(self.key, _mix(x, xx, self.time_mix_k))))
+        r = torch.sigmoid(_linear(self.receptance, _mix(x, xx, self.time_mix_r)))
+        return (r * _linear(self.value, k)).float(), x[:, -1]
+
+
+class Block(nn.Module):
+    def __init__(self, i: int, shape: RWKV4Shape, dtype, device):
+        super().__init__()
+        C = shape.n_embd
+        ln = dict(dtype=torch.float32, device=device)
+        if i == 0:
+            self.ln0 = nn.LayerNorm(C, **ln)
+        self.ln1 = nn.LayerNorm(C, **ln)
+        self.ln2 = nn.LayerNorm(C, **ln)
+        self.att = TimeMix(C, dtype, device)
+        self.ffn = ChannelMix(C, shape.dim_ffn, dtype, device)
+
+    def forward(self, x, s: RWKV4State, i: int, new: list):
+        att, att_x, (a, b, p) = self.att(self.ln1(x), s.att_x[i], (s.att_a[i], s.att_b[i], s.att_p[i]))
+        x = x + att
+        ffn, ffn_x = self.ffn(self.ln2(x), s.ffn_x[i])
+        new.append((att_x, a, b, p, ffn_x))
+        return x + ffn
+
+
+class RWKV4(nn.Module):
+    """The network. Parameter names are BlinkDL's checkpoint keys."""
+
+    def __init__(self, shape: RWKV4Shape, dtype=torch.float32, device="cpu"):
+        super().__init__()
+        self.shape = shape
+        self.emb = nn.Embedding(shape.vocab_size, shape.n_embd, dtype=dtype, device=device)
+        self.blocks = nn.ModuleList(Block(i, shape, dtype, device) for i in range(shape.n_layer))
+        self.ln_out = nn.LayerNorm(shape.n_embd, dtype=torch.float32, device=device)
+        self.head = nn.Linear(shape.n_embd, shape.vocab_size, bias=False, dtype=dtype, device=device)
+
+    def forward(self, ids: torch.Tensor, state: RWKV4State | None, logits: str = "all"):
+        """ids (B, T) -> logits (B, T, V) fp32 (or (B, V) for logits="last") and the new state."""
+        B, _ = ids.shape
+        if state is None:
+            state = RWKV4State.empty(self.shape.n_layer, B, self.shape.n_embd, ids.device)
+        x = self.blocks[0].ln0(self.emb(ids).float())
+        new: list = []
+        for i, block in enumerate(self.blocks):
+            x = block(x, state, i, new)
+        if logits == "last":
+            x = x[:, -1]
+        out = _linear(self.head, self.ln_out(x)).float()
+        return out, RWKV4State(*(torch.stack(t) for t in zip(*new)))
+
+
+class RWKV4Model(SequenceModel):
+    """RWKV-4 behind the SequenceModel interface."""
+
+    family = "rwkv"
+
+    def __init__(self, net: RWKV4, tokenizer: Tokenizer, name: str = "rwkv4"):
+        self.net = net.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+
+    @torch.inference_mode()
+    def prefill(self, ids, state: RWKV4State | None = None, *, logits: str = "all"):
+        return self.net(self.as_ids(ids), state, logits)
+
+    @torch.inference_mode()
+    def step(self, ids, state: RWKV4State):
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)
+        return self.net(ids, state, logits="last")
+
+    def state_nbytes(self, state: RWKV4State) -> int:
+        return sum(t.numel() * t.element_size() for t in state.tensors())
+
+    def copy_state(self, state: RWKV4State) -> RWKV4State:
+        return state.map(torch.clone)
+
+    def repeat_state(self, state: RWKV4State, n: int) -> RWKV4State:
+        return state.map(lambda t: t.repeat_interleave(n, dim=1))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.net.shape.vocab_size
+
+    @property
+    def n_params(self) -> int:
+        return count_params(self.net)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net.head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.head.weight.device
+
+
+def build_rwkv4(sd: dict, shape: RWKV4Shape, dtype=torch.float32, device="cpu") -> RWKV4:
+    """Instantiate and load a validated BlinkDL-named state dict (weights are cast per parameter)."""
+    with torch.device("meta"):
+        net = RWKV4(shape, dtype=dtype, device="meta")
+    net = net.to_empty(device=device)
+    own = net.state_dict()
+    net.load_state_dict({k: v.to(dtype=own[k].dtype) for k, v in sd.items()}, strict=True)
+    return net

@@ -1,0 +1,75 @@
+"""Tokenizers: GPT-NeoX-20B (what every RWKV-4-Pile and Pythia model was trained with) and a byte-level
+one for tiny test models, so the offline default needs no download."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+NEOX20B_HUB_REPO = "EleutherAI/gpt-neox-20b"
+# Where a local copy of 20B_tokenizer.json may be found, before falling back to the hub.
+NEOX20B_ENV = "RWKVBENCH_NEOX_TOKENIZER"
+
+
+class Tokenizer(Protocol):
+    name: str
+    vocab_size: int
+    eos_token_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes are tokens 0..255; 256 is end-of-text."""
+
+    name = "bytes"
+    vocab_size = 257
+    eos_token_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A `tokenizers` JSON file (e.g. 20B_tokenizer.json)."""
+
+    def __init__(self, path: str | Path, name: str = "neox20b"):
+        from tokenizers import Tokenizer as _Tok
+
+        try:
+            self._tok = _Tok.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception with a serde message
+            raise ValueError(f"{path}: not a readable tokenizers JSON file ({e})") from None
+        self.name = name
+        self.path = str(path)
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        eos = self._tok.token_to_id("<|endoftext|>")
+        self.eos_token_id = 0 if eos is None else eos
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+
+def load_tokenizer(name: str = "neox20b", path: str | None = None) -> Tokenizer:
+    """name: "bytes" | "neox20b". For neox20b: `path`, else $RWKVBENCH_NEOX_TOKENIZER, else the hub."""
+    if name == "bytes":
+        return ByteTokenizer()
+    if name != "neox20b":
+        raise ValueError(f"unknown tokenizer {name!r}; expected 'neox20b' or 'bytes'")
+    path = path or os.environ.get(NEOX20B_ENV)
+    if path is None:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(NEOX20B_HUB_REPO, "tokenizer.json")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: tokenizer file not found (expected the GPT-NeoX-20B tokenizer JSON)")
+    return HFTokenizer(path, name="neox20b")

@@ -1,0 +1,44 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from rwkvbench.models import checkpoints as ck
+from rwkvbench.models.rwkv4 import RWKV4Model, build_rwkv4
+from rwkvbench.models.tokenizer import ByteTokenizer
+
+# Never let a test reach for a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("RWKV_CUDA_ON", "0")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+NEOX_TOKENIZER = SHARED_DATA / "tokenizer" / "20B_tokenizer.json"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|: the relative error of a against reference b."""
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def rwkv4_model(shape: ck.RWKV4Shape, seed: int = 0, dtype=torch.float32) -> RWKV4Model:
+    sd = ck.random_rwkv4(shape, seed=seed)
+    return RWKV4Model(build_rwkv4(sd, shape, dtype=dtype), ByteTokenizer())
+
+
+@pytest.fixture
+def neox_tokenizer_path():
+    if not NEOX_TOKENIZER.is_file():
+        pytest.skip(f"{NEOX_TOKENIZER} not present")
+    return NEOX_TOKENIZER
