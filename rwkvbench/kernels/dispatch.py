@@ -1,14 +1,45 @@
 """Choose the WKV implementation for a call.
 
-`wkv4` is the single entry point the model uses. Today it always takes the reference; the CUDA kernel
-(csrc/) plugs in here behind the same signature.
+`wkv4` is the single entry point the model uses: CUDA tensors go to our kernel (csrc/), everything else
+(and float64, which is for references) to the plain PyTorch loop. RWKVBENCH_WKV=cuda|reference forces one
+path ("cuda" raises if the kernel cannot be built); the default is auto.
 """
 
 from __future__ import annotations
 
+import os
+
+import torch
+
 from rwkvbench.kernels.wkv_reference import wkv4_reference
+
+KERNEL_ENV = "RWKVBENCH_WKV"
+
+
+def kernel_choice() -> str:
+    choice = os.environ.get(KERNEL_ENV, "auto")
+    if choice not in ("auto", "cuda", "reference"):
+        raise ValueError(f"{KERNEL_ENV}={choice!r}; expected auto, cuda or reference")
+    return choice
+
+
+def use_cuda_kernel(k: torch.Tensor) -> bool:
+    choice = kernel_choice()
+    if choice == "reference" or not k.is_cuda or k.dtype == torch.float64:
+        return False
+    from rwkvbench.kernels.cuda_build import load_extension
+
+    if load_extension() is None:
+        if choice == "cuda":
+            raise RuntimeError(f"{KERNEL_ENV}=cuda but the CUDA WKV kernel could not be built (see the warning above)")
+        return False
+    return True
 
 
 def wkv4(w, u, k, v, state=None):
     """WKV-4 over (B, T, C) keys and values with state carry. See wkv_reference for the contract."""
+    if use_cuda_kernel(k):
+        from rwkvbench.kernels.wkv_cuda import wkv4_cuda
+
+        return wkv4_cuda(w, u, k, v, state)
     return wkv4_reference(w, u, k, v, state)

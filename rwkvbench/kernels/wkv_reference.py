@@ -32,9 +32,11 @@ def wkv4_reference(w, u, k, v, state=None):
 
     w, u: (C,) log-decay (already -exp(time_decay)) and bonus.  k, v: (B, T, C), any float dtype.
     state: (aa, bb, pp), each (B, C), or None for the empty state.
-    Returns y (B, T, C) and the new state; both in float32, or float64 when any input is float64.
+    Returns y (B, T, C) and the new state. Accumulation and the state are float32 (float64 when any
+    input is float64); y comes back in k's dtype when k is bf16/fp16, like the CUDA kernel's.
     """
     acc = torch.float64 if torch.float64 in (w.dtype, u.dtype, k.dtype, v.dtype) else torch.float32
+    out_dtype = k.dtype if k.dtype in (torch.bfloat16, torch.float16) else acc
     B, T, C = k.shape
     w, u, k, v = (t.to(acc) for t in (w, u, k, v))
     if state is None:
@@ -53,4 +55,4 @@ def wkv4_reference(w, u, k, v, state=None):
         p = torch.maximum(ww, kt)
         e1, e2 = torch.exp(ww - p), torch.exp(kt - p)
         aa, bb, pp = e1 * aa + e2 * vt, e1 * bb + e2, p
-    return torch.stack(ys, dim=1), (aa, bb, pp)
+    return torch.stack(ys, dim=1).to(out_dtype), (aa, bb, pp)

@@ -1,0 +1,32 @@
+// WKV-4 CUDA kernels: host API. Free of torch headers so it compiles on its own (nvcc -c).
+//
+// Layout: k, v, y, gy, gk, gv are (B, T, C) contiguous; w, u are (C,) float32; states are (B, C) float32.
+// dtype: 0 = float32, 1 = bfloat16, 2 = float16 for k, v, y (and gy, gk, gv). Accumulation is float32.
+#pragma once
+#include <cuda_runtime.h>
+#include <cstddef>
+
+// Tile of time steps handled by one block; forward and backward share it (tile_states is per tile).
+constexpr int WKV4_TILE = 128;
+
+inline int wkv4_num_tiles(int T) { return (T + WKV4_TILE - 1) / WKV4_TILE; }
+
+// Scratch bytes for one call (look-back flags, ticket, per-tile aggregates and prefixes).
+size_t wkv4_workspace_bytes(int B, int T, int C);
+
+// y = WKV(w, u, k, v) from the state (aa_in, bb_in, pp_in); writes the final state to (aa_out, bb_out,
+// pp_out). tile_states (3 planes of B x num_tiles x C, may be null) receives the state at each tile start,
+// which the backward needs.
+cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
+                         const void* v, const float* aa_in, const float* bb_in, const float* pp_in, void* y,
+                         float* aa_out, float* bb_out, float* pp_out, float* tile_states, void* workspace,
+                         cudaStream_t stream);
+
+// Gradients. g_aa_out / g_bb_out (may be null) are the gradients reaching the final state; pp_out is the
+// final state's exponent. gw_part / gu_part are (B x num_tiles x C) partial sums (reduce over the first
+// two axes). g_aa_in, g_bb_in, g_pp_in receive the initial state's gradients.
+cudaError_t wkv4_backward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
+                          const void* v, const void* gy, const float* tile_states, const float* pp_out,
+                          const float* g_aa_out, const float* g_bb_out, void* gk, void* gv, float* gw_part,
+                          float* gu_part, float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace,
+                          cudaStream_t stream);

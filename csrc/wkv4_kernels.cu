@@ -1,0 +1,435 @@
+// WKV-4 forward and backward as a single-pass, chunked-parallel scan with decoupled look-back.
+//
+// The recurrence per (batch, channel) is linear with a constant decay e^w:
+//     S_{t+1} = e^w S_t + e^{k_t} (v_t, 1),      y_t = (S_t.a + e^{u+k_t} v_t) / (S_t.b + e^{u+k_t})
+// A state is kept as (a, b, p) meaning (a e^p, b e^p) so nothing overflows. Two summaries compose:
+// decay(x, n w) then add. One block owns a tile of WKV4_TILE steps x 32 channels; each thread holds
+// L consecutive steps in registers. A block (1) summarises its steps, (2) publishes its tile aggregate,
+// (3) looks back over earlier tiles' aggregates until it meets an inclusive prefix (or the initial
+// state), (4) publishes its own inclusive prefix, (5) finishes its steps from the carry. Blocks take
+// tiles in order from an atomic ticket, so every tile they wait on is already running: no deadlock.
+// k and v are read from memory once. The backward runs the same scan in reverse time over the
+// gradient state, using the forward's saved tile-start states.
+#include "wkv4.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace {
+
+constexpr float NEG = -1e38f;  // exponent of an empty state: exp(NEG - finite) == 0
+
+struct St {
+  float a, b, p;
+};
+
+__device__ __forceinline__ St empty_state() { return {0.f, 0.f, NEG}; }
+
+__device__ __forceinline__ St decayed(St s, float d) {
+  s.p += d;
+  return s;
+}
+
+__device__ __forceinline__ St combine(St x, St y) {
+  const float p = fmaxf(x.p, y.p);
+  const float ex = __expf(x.p - p), ey = __expf(y.p - p);
+  return {x.a * ex + y.a * ey, x.b * ex + y.b * ey, p};
+}
+
+// One step of "state = e^w state + e^x (alpha, beta)".
+__device__ __forceinline__ void push(St& s, float w, float x, float alpha, float beta) {
+  const float ww = s.p + w;
+  const float p = fmaxf(ww, x);
+  const float e1 = __expf(ww - p), e2 = __expf(x - p);
+  s.a = e1 * s.a + e2 * alpha;
+  s.b = e1 * s.b + e2 * beta;
+  s.p = p;
+}
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+template <typename TI>
+__device__ __forceinline__ TI from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half(x); }
+
+struct Workspace {
+  int* flags;   // per (bg, tile): 0 nothing, 1 aggregate ready, 2 inclusive prefix ready
+  int* ticket;  // next tile to hand out
+  float* agg;   // 3 planes of (BG x J x 32)
+  float* incl;  // 3 planes of (BG x J x 32)
+};
+
+__host__ __device__ inline size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
+
+Workspace carve(void* base, int BG, int J) {
+  char* p = static_cast<char*>(base);
+  Workspace ws;
+  ws.flags = reinterpret_cast<int*>(p);
+  ws.ticket = ws.flags + (size_t)BG * J;
+  p += align_up(((size_t)BG * J + 1) * sizeof(int));
+  ws.agg = reinterpret_cast<float*>(p);
+  p += align_up((size_t)3 * BG * J * 32 * sizeof(float));
+  ws.incl = reinterpret_cast<float*>(p);
+  return ws;
+}
+
+__device__ __forceinline__ void publish(float* buf, size_t plane, size_t slot, St s, int* flag, int value) {
+  buf[slot] = s.a;
+  buf[slot + plane] = s.b;
+  buf[slot + 2 * plane] = s.p;
+  __threadfence();
+  __syncwarp();
+  if ((threadIdx.x & 31) == 0) atomicExch(flag, value);
+}
+
+__device__ __forceinline__ int wait_flag(int* flag) {
+  int f = 0;
+  if ((threadIdx.x & 31) == 0) {
+    do {
+      f = atomicAdd(flag, 0);
+    } while (f == 0);
+  }
+  f = __shfl_sync(0xffffffffu, f, 0);
+  __threadfence();
+  return f;
+}
+
+__device__ __forceinline__ St load_cg(const float* buf, size_t plane, size_t slot) {
+  return {__ldcg(buf + slot), __ldcg(buf + slot + plane), __ldcg(buf + slot + 2 * plane)};
+}
+
+// Valid steps of segment q (L steps each) in tile j.
+template <int L>
+__device__ __forceinline__ int seg_len(int T, int j, int q) {
+  return max(0, min(L, T - (j * WKV4_TILE + q * L)));
+}
+
+// ------------------------------------------------------------------------------------------------
+template <typename TI, int L>
+__global__ void __launch_bounds__(32 * (WKV4_TILE / L))
+    wkv4_fwd_kernel(int B, int T, int C, int G, int J, const float* __restrict__ w_, const float* __restrict__ u_,
+                    const TI* __restrict__ k_, const TI* __restrict__ v_, const float* __restrict__ aa_in,
+                    const float* __restrict__ bb_in, const float* __restrict__ pp_in, TI* __restrict__ y_,
+                    float* __restrict__ aa_out, float* __restrict__ bb_out, float* __restrict__ pp_out,
+                    float* __restrict__ tile_states, Workspace ws) {
+  constexpr int S = WKV4_TILE / L;
+  __shared__ int s_tile;
+  __shared__ St seg[S][32];
+  __shared__ St carry[32];
+  const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
+  if (threadIdx.x == 0) s_tile = atomicAdd(ws.ticket, 1);
+  __syncthreads();
+  const int BG = B * G;
+  const int j = s_tile / BG, bg = s_tile % BG;
+  const int b = bg / G, c = (bg % G) * 32 + lane;
+  const bool valid = c < C;
+  const int cc = valid ? c : C - 1;
+  const float w = w_[cc], u = u_[cc];
+  const int t0 = j * WKV4_TILE + s * L;
+  const int n = seg_len<L>(T, j, s);
+  const size_t base = (size_t)b * T * C + cc;
+
+  float kr[L], vr[L];
+#pragma unroll
+  for (int i = 0; i < L; i++) {
+    if (i < n) {
+      const size_t o = base + (size_t)(t0 + i) * C;
+      kr[i] = to_f(k_[o]);
+      vr[i] = to_f(v_[o]);
+    }
+  }
+  St local = empty_state();
+#pragma unroll
+  for (int i = 0; i < L; i++)
+    if (i < n) push(local, w, kr[i], vr[i], 1.f);
+  seg[s][lane] = local;
+  __syncthreads();
+
+  if (s == 0) {
+    St agg = empty_state();
+    for (int q = 0; q < S; q++) agg = combine(decayed(agg, seg_len<L>(T, j, q) * w), seg[q][lane]);
+    const size_t plane = (size_t)BG * J * 32;
+    const size_t slot = ((size_t)bg * J + j) * 32 + lane;
+    if (j > 0) publish(ws.agg, plane, slot, agg, &ws.flags[(size_t)bg * J + j], 1);
+    St run = empty_state();  // everything before this tile, as seen at its start
+    float dist = 0.f;        // steps between the predecessor's end and this tile's start
+    for (int pred = j - 1;; pred--) {
+      if (pred < 0) {
+        const size_t sc = (size_t)b * C + cc;
+        run = combine(run, decayed({aa_in[sc], bb_in[sc], pp_in[sc]}, dist * w));
+        break;
+      }
+      const int f = wait_flag(&ws.flags[(size_t)bg * J + pred]);
+      const St x = load_cg(f == 2 ? ws.incl : ws.agg, plane, ((size_t)bg * J + pred) * 32 + lane);
+      run = combine(run, decayed(x, dist * w));
+      if (f == 2) break;
+      dist += (float)WKV4_TILE;
+    }
+    const int tile_len = min(WKV4_TILE, T - j * WKV4_TILE);
+    const St incl = combine(decayed(run, tile_len * w), agg);
+    publish(ws.incl, plane, slot, incl, &ws.flags[(size_t)bg * J + j], 2);
+    carry[lane] = run;
+    if (valid) {
+      if (tile_states) {
+        const size_t ts = ((size_t)b * J + j) * C + c, tplane = (size_t)B * J * C;
+        tile_states[ts] = run.a;
+        tile_states[ts + tplane] = run.b;
+        tile_states[ts + 2 * tplane] = run.p;
+      }
+      if (j == J - 1) {
+        aa_out[(size_t)b * C + c] = incl.a;
+        bb_out[(size_t)b * C + c] = incl.b;
+        pp_out[(size_t)b * C + c] = incl.p;
+      }
+    }
+  }
+  __syncthreads();
+
+  St st = carry[lane];
+  for (int q = 0; q < s; q++) st = combine(decayed(st, seg_len<L>(T, j, q) * w), seg[q][lane]);
+#pragma unroll
+  for (int i = 0; i < L; i++) {
+    if (i < n) {
+      const float ww = u + kr[i];
+      const float p = fmaxf(st.p, ww);
+      const float e1 = __expf(st.p - p), e2 = __expf(ww - p);
+      const float y = (e1 * st.a + e2 * vr[i]) / (e1 * st.b + e2);
+      if (valid) y_[base + (size_t)(t0 + i) * C] = from_f<TI>(y);
+      push(st, w, kr[i], vr[i], 1.f);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Backward. The gradient state G_t = (dL/dA_t, dL/dB_t) obeys G_t = e^w G_{t+1} + (g_t / D_t)(1, -y_t),
+// a linear scan in reverse time with the same decay, kept as (a, b, p) meaning (a e^p, b e^p).
+template <typename TI, int L>
+__global__ void __launch_bounds__(32 * (WKV4_TILE / L))
+    wkv4_bwd_kernel(int B, int T, int C, int G, int J, const float* __restrict__ w_, const float* __restrict__ u_,
+                    const TI* __restrict__ k_, const TI* __restrict__ v_, const TI* __restrict__ gy_,
+                    const float* __restrict__ tile_states, const float* __restrict__ pp_out,
+                    const float* __restrict__ g_aa_out, const float* __restrict__ g_bb_out, TI* __restrict__ gk_,
+                    TI* __restrict__ gv_, float* __restrict__ gw_part, float* __restrict__ gu_part,
+                    float* __restrict__ g_aa_in, float* __restrict__ g_bb_in, float* __restrict__ g_pp_in,
+                    Workspace ws) {
+  constexpr int S = WKV4_TILE / L;
+  __shared__ int s_tile;
+  __shared__ St seg[S][32];
+  __shared__ St carry[32];
+  __shared__ float red_w[S][32], red_u[S][32];
+  const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
+  if (threadIdx.x == 0) s_tile = atomicAdd(ws.ticket, 1);
+  __syncthreads();
+  const int BG = B * G;
+  const int j = J - 1 - s_tile / BG, bg = s_tile % BG;  // tiles handed out last to first
+  const int b = bg / G, c = (bg % G) * 32 + lane;
+  const bool valid = c < C;
+  const int cc = valid ? c : C - 1;
+  const float w = w_[cc], u = u_[cc];
+  const int t0 = j * WKV4_TILE + s * L;
+  const int n = seg_len<L>(T, j, s);
+  const size_t base = (size_t)b * T * C + cc;
+
+  float kr[L], vr[L], gr[L];
+#pragma unroll
+  for (int i = 0; i < L; i++) {
+    if (i < n) {
+      const size_t o = base + (size_t)(t0 + i) * C;
+      kr[i] = to_f(k_[o]);
+      vr[i] = to_f(v_[o]);
+      gr[i] = to_f(gy_[o]);
+    }
+  }
+  // Forward states inside the tile, from the saved tile-start state.
+  St local = empty_state();
+#pragma unroll
+  for (int i = 0; i < L; i++)
+    if (i < n) push(local, w, kr[i], vr[i], 1.f);
+  seg[s][lane] = local;
+  __syncthreads();
+  const size_t ts = ((size_t)b * J + j) * C + cc, tplane = (size_t)B * J * C;
+  const St tile_start = {tile_states[ts], tile_states[ts + tplane], tile_states[ts + 2 * tplane]};
+  St st = tile_start;
+  for (int q = 0; q < s; q++) st = combine(decayed(st, seg_len<L>(T, j, q) * w), seg[q][lane]);
+  float aa[L], bb[L], pp[L];  // state before each step
+#pragma unroll
+  for (int i = 0; i < L; i++) {
+    if (i < n) {
+      aa[i] = st.a;
+      bb[i] = st.b;
+      pp[i] = st.p;
+      push(st, w, kr[i], vr[i], 1.f);
+    }
+  }
+  // This segment's reverse summary from an empty gradient state.
+  St rlocal = empty_state();
+#pragma unroll
+  for (int i = L - 1; i >= 0; i--) {
+    if (i < n) {
+      const float ww = u + kr[i];
+      const float p = fmaxf(pp[i], ww);
+      const float e1 = __expf(pp[i] - p), e2 = __expf(ww - p);
+      const float iden = 1.f / (e1 * bb[i] + e2);
+      const float y = (e1 * aa[i] + e2 * vr[i]) * iden;
+      push(rlocal, w, -p, gr[i] * iden, -gr[i] * iden * y);
+    }
+  }
+  __syncthreads();  // everyone has read seg (forward summaries)
+  seg[s][lane] = rlocal;
+  __syncthreads();
+
+  if (s == 0) {
+    St agg = empty_state();
+    for (int q = S - 1; q >= 0; q--) agg = combine(decayed(agg, seg_len<L>(T, j, q) * w), seg[q][lane]);
+    const size_t plane = (size_t)BG * J * 32;
+    const size_t slot = ((size_t)bg * J + j) * 32 + lane;
+    if (j < J - 1) publish(ws.agg, plane, slot, agg, &ws.flags[(size_t)bg * J + j], 1);
+    St run = empty_state();  // everything after this tile, as seen at its end
+    float dist = 0.f;
+    for (int pred = j + 1;; pred++) {
+      if (pred >= J) {
+        if (g_aa_out != nullptr) {
+          const size_t sc = (size_t)b * C + cc;
+          run = combine(run, decayed({g_aa_out[sc], g_bb_out[sc], -pp_out[sc]}, dist * w));
+        }
+        break;
+      }
+      const int f = wait_flag(&ws.flags[(size_t)bg * J + pred]);
+      const St x = load_cg(f == 2 ? ws.incl : ws.agg, plane, ((size_t)bg * J + pred) * 32 + lane);
+      run = combine(run, decayed(x, dist * w));
+      if (f == 2) break;
+      dist += (float)min(WKV4_TILE, T - pred * WKV4_TILE);
+    }
+    const int tile_len = min(WKV4_TILE, T - j * WKV4_TILE);
+    publish(ws.incl, plane, slot, combine(decayed(run, tile_len * w), agg), &ws.flags[(size_t)bg * J + j], 2);
+    carry[lane] = run;
+  }
+  __syncthreads();
+
+  St gs = carry[lane];
+  for (int q = S - 1; q > s; q--) gs = combine(decayed(gs, seg_len<L>(T, j, q) * w), seg[q][lane]);
+  float gw = 0.f, gu = 0.f;
+#pragma unroll
+  for (int i = L - 1; i >= 0; i--) {
+    if (i < n) {
+      const float ww = u + kr[i];
+      const float p = fmaxf(pp[i], ww);
+      const float e1 = __expf(pp[i] - p), e2 = __expf(ww - p);
+      const float iden = 1.f / (e1 * bb[i] + e2);
+      const float y = (e1 * aa[i] + e2 * vr[i]) * iden;
+      const float direct = gr[i] * iden * e2;  // dL/dy * e^{u+k} / D
+      const float ek = __expf(kr[i] + gs.p);    // e^k times the gradient state's scale
+      if (valid) {
+        const size_t o = base + (size_t)(t0 + i) * C;
+        gk_[o] = from_f<TI>(direct * (vr[i] - y) + ek * (gs.a * vr[i] + gs.b));
+        gv_[o] = from_f<TI>(direct + ek * gs.a);
+      }
+      gu += direct * (vr[i] - y);
+      gw += __expf(w + pp[i] + gs.p) * (aa[i] * gs.a + bb[i] * gs.b);
+      push(gs, w, -p, gr[i] * iden, -gr[i] * iden * y);
+    }
+  }
+  if (j == 0 && s == 0 && valid) {  // gs is now the gradient of the initial state
+    const float scale = __expf(gs.p + tile_start.p);
+    g_aa_in[(size_t)b * C + c] = gs.a * scale;
+    g_bb_in[(size_t)b * C + c] = gs.b * scale;
+    g_pp_in[(size_t)b * C + c] = scale * (gs.a * tile_start.a + gs.b * tile_start.b);
+  }
+  red_w[s][lane] = gw;
+  red_u[s][lane] = gu;
+  __syncthreads();
+  if (s == 0 && valid) {
+    float sw = 0.f, su = 0.f;
+    for (int q = 0; q < S; q++) {
+      sw += red_w[q][lane];
+      su += red_u[q][lane];
+    }
+    gw_part[((size_t)b * J + j) * C + c] = sw;
+    gu_part[((size_t)b * J + j) * C + c] = su;
+  }
+}
+
+constexpr int FWD_L = 16;  // steps per thread: 8 warps per 128-step tile
+constexpr int BWD_L = 8;   // the backward keeps 6 values per step in registers: 16 warps per tile
+
+template <typename TI>
+cudaError_t launch_forward(int B, int T, int C, const float* w, const float* u, const void* k, const void* v,
+                           const float* aa_in, const float* bb_in, const float* pp_in, void* y, float* aa_out,
+                           float* bb_out, float* pp_out, float* tile_states, void* workspace, cudaStream_t stream) {
+  const int G = (C + 31) / 32, J = wkv4_num_tiles(T);
+  Workspace ws = carve(workspace, B * G, J);
+  cudaError_t err = cudaMemsetAsync(ws.flags, 0, ((size_t)B * G * J + 1) * sizeof(int), stream);
+  if (err != cudaSuccess) return err;
+  wkv4_fwd_kernel<TI, FWD_L><<<(unsigned)((size_t)B * G * J), 32 * (WKV4_TILE / FWD_L), 0, stream>>>(
+      B, T, C, G, J, w, u, static_cast<const TI*>(k), static_cast<const TI*>(v), aa_in, bb_in, pp_in,
+      static_cast<TI*>(y), aa_out, bb_out, pp_out, tile_states, ws);
+  return cudaGetLastError();
+}
+
+template <typename TI>
+cudaError_t launch_backward(int B, int T, int C, const float* w, const float* u, const void* k, const void* v,
+                            const void* gy, const float* tile_states, const float* pp_out, const float* g_aa_out,
+                            const float* g_bb_out, void* gk, void* gv, float* gw_part, float* gu_part,
+                            float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace, cudaStream_t stream) {
+  const int G = (C + 31) / 32, J = wkv4_num_tiles(T);
+  Workspace ws = carve(workspace, B * G, J);
+  cudaError_t err = cudaMemsetAsync(ws.flags, 0, ((size_t)B * G * J + 1) * sizeof(int), stream);
+  if (err != cudaSuccess) return err;
+  wkv4_bwd_kernel<TI, BWD_L><<<(unsigned)((size_t)B * G * J), 32 * (WKV4_TILE / BWD_L), 0, stream>>>(
+      B, T, C, G, J, w, u, static_cast<const TI*>(k), static_cast<const TI*>(v), static_cast<const TI*>(gy),
+      tile_states, pp_out, g_aa_out, g_bb_out, static_cast<TI*>(gk), static_cast<TI*>(gv), gw_part, gu_part,
+      g_aa_in, g_bb_in, g_pp_in, ws);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t wkv4_workspace_bytes(int B, int T, int C) {
+  const size_t BG = (size_t)B * ((C + 31) / 32), J = wkv4_num_tiles(T);
+  return align_up((BG * J + 1) * sizeof(int)) + 2 * align_up(3 * BG * J * 32 * sizeof(float));
+}
+
+cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
+                         const void* v, const float* aa_in, const float* bb_in, const float* pp_in, void* y,
+                         float* aa_out, float* bb_out, float* pp_out, float* tile_states, void* workspace,
+                         cudaStream_t stream) {
+  switch (dtype) {
+    case 0:
+      return launch_forward<float>(B, T, C, w, u, k, v, aa_in, bb_in, pp_in, y, aa_out, bb_out, pp_out,
+                                   tile_states, workspace, stream);
+    case 1:
+      return launch_forward<__nv_bfloat16>(B, T, C, w, u, k, v, aa_in, bb_in, pp_in, y, aa_out, bb_out, pp_out,
+                                           tile_states, workspace, stream);
+    case 2:
+      return launch_forward<__half>(B, T, C, w, u, k, v, aa_in, bb_in, pp_in, y, aa_out, bb_out, pp_out,
+                                    tile_states, workspace, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t wkv4_backward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
+                          const void* v, const void* gy, const float* tile_states, const float* pp_out,
+                          const float* g_aa_out, const float* g_bb_out, void* gk, void* gv, float* gw_part,
+                          float* gu_part, float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace,
+                          cudaStream_t stream) {
+  switch (dtype) {
+    case 0:
+      return launch_backward<float>(B, T, C, w, u, k, v, gy, tile_states, pp_out, g_aa_out, g_bb_out, gk, gv,
+                                    gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
+    case 1:
+      return launch_backward<__nv_bfloat16>(B, T, C, w, u, k, v, gy, tile_states, pp_out, g_aa_out, g_bb_out, gk,
+                                            gv, gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
+    case 2:
+      return launch_backward<__half>(B, T, C, w, u, k, v, gy, tile_states, pp_out, g_aa_out, g_bb_out, gk, gv,
+                                     gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
+  }
+  return cudaErrorInvalidValue;
+}

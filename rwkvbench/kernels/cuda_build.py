@@ -1,0 +1,62 @@
+"""Build the CUDA WKV extension (csrc/) on first use with torch's cpp_extension + ninja, into a cache
+folder keyed by the sources, so later imports load it in a second."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+SOURCES = ("wkv4_binding.cpp", "wkv4_kernels.cu")
+
+
+def csrc_dir() -> Path:
+    try:
+        import rwkvbench.csrc as pkg
+
+        return Path(pkg.__file__).parent
+    except ImportError:
+        return Path(__file__).resolve().parents[2] / "csrc"
+
+
+def _cache_dir(sources: list[Path]) -> Path:
+    digest = hashlib.sha256()
+    for src in sources + [csrc_dir() / "wkv4.h"]:
+        digest.update(src.read_bytes())
+    root = Path(os.environ.get("RWKVBENCH_CACHE", Path.home() / ".cache" / "rwkvbench"))
+    path = root / "wkv4" / digest.hexdigest()[:16]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _reason(message: str) -> str:
+    """The compiler's error lines if there are any (ninja's command lines are long and say little)."""
+    errors = [line.strip() for line in message.splitlines() if "error" in line.lower() and len(line) < 400]
+    return " | ".join(errors[:3]) if errors else " ".join(message.split())[:400]
+
+
+@functools.cache
+def load_extension():
+    """The compiled module, or None (with a one-line warning saying why) if it cannot be built."""
+    try:
+        import torch
+        from torch.utils.cpp_extension import load
+
+        if not torch.cuda.is_available():
+            return None
+        sources = [csrc_dir() / s for s in SOURCES]
+        major, minor = torch.cuda.get_device_capability()
+        return load(
+            name="rwkvbench_wkv4",
+            sources=[str(s) for s in sources],
+            build_directory=str(_cache_dir(sources)),
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3", "-std=c++17", f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"],
+            verbose=os.environ.get("RWKVBENCH_VERBOSE_BUILD") == "1",
+        )
+    except Exception as e:  # a failed build falls back to the reference
+        reason = _reason(str(e))
+        warnings.warn(f"rwkvbench: CUDA WKV kernel unavailable, using the PyTorch reference: {reason}", stacklevel=2)
+        return None

@@ -1,0 +1,46 @@
+"""The CUDA WKV kernel as an autograd Function, with the reference's signature."""
+
+from __future__ import annotations
+
+import torch
+
+from rwkvbench.kernels.cuda_build import load_extension
+from rwkvbench.kernels.wkv_reference import initial_wkv_state
+
+
+class WKV4Function(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, u, k, v, aa, bb, pp):
+        ext = load_extension()
+        needs_grad = any(ctx.needs_input_grad)
+        y, aa_out, bb_out, pp_out, tiles = ext.forward(w, u, k, v, aa, bb, pp, needs_grad)
+        if needs_grad:
+            ctx.save_for_backward(w, u, k, v, tiles, pp_out)
+        return y, aa_out, bb_out, pp_out
+
+    @staticmethod
+    def backward(ctx, gy, g_aa, g_bb, g_pp):
+        # g_pp needs no term of its own: (aa, bb, pp) stands for (aa e^pp, bb e^pp), and everything
+        # downstream depends on those products only, so g_aa and g_bb already carry it.
+        w, u, k, v, tiles, pp_out = ctx.saved_tensors
+        if g_aa is not None or g_bb is not None:
+            g_aa = torch.zeros_like(pp_out) if g_aa is None else g_aa.contiguous()
+            g_bb = torch.zeros_like(pp_out) if g_bb is None else g_bb.contiguous()
+        gy = torch.zeros_like(k) if gy is None else gy.to(k.dtype).contiguous()
+        gk, gv, gw, gu, ga, gb, gp = load_extension().backward(w, u, k, v, gy, tiles, pp_out, g_aa, g_bb)
+        return gw, gu, gk, gv, ga, gb, gp
+
+
+def wkv4_cuda(w, u, k, v, state=None):
+    """Same contract as wkv4_reference; y comes back in k's dtype, the state in float32."""
+    if load_extension() is None:
+        raise RuntimeError("the CUDA WKV kernel is not available (see the warning above for why)")
+    B, _, C = k.shape
+    if state is None:
+        state = initial_wkv_state(B, C, k.device)
+    w, u = w.float().contiguous(), u.float().contiguous()
+    if v.dtype != k.dtype:
+        v = v.to(k.dtype)
+    aa, bb, pp = (s.float().contiguous() for s in state)
+    y, aa, bb, pp = WKV4Function.apply(w, u, k.contiguous(), v.contiguous(), aa, bb, pp)
+    return y, (aa, bb, pp)
