@@ -7,14 +7,16 @@
 #include <cstddef>
 
 // Tile of time steps handled by one block; forward and backward share it (tile_states is per tile).
-constexpr int WKV4_TILE = 128;
+#ifndef WKV4_TILE
+#define WKV4_TILE 64  // chosen by benchmarks/tune_wkv.py on an H100 (64, 128 and 256 tried)
+#endif
 
 inline int wkv4_num_tiles(int T) { return (T + WKV4_TILE - 1) / WKV4_TILE; }
 
 // Scratch bytes for one call (look-back flags, ticket, per-tile aggregates and prefixes).
 size_t wkv4_workspace_bytes(int B, int T, int C);
 
-// y = WKV(w, u, k, v) from the state (aa_in, bb_in, pp_in); writes the final state to (aa_out, bb_out,
+// y = WKV(w, u, k, v) from the state (aa_in, bb_in, pp_in; all null for the empty state); writes the final state to (aa_out, bb_out,
 // pp_out). tile_states (3 planes of B x num_tiles x C, may be null) receives the state at each tile start,
 // which the backward needs.
 cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,

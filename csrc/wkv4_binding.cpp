@@ -26,16 +26,21 @@ void ok(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "wkv4: CUDA error: ",
 }  // namespace
 
 std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v,
-                                   torch::Tensor aa, torch::Tensor bb, torch::Tensor pp, bool save_tile_states) {
+                                   c10::optional<torch::Tensor> aa, c10::optional<torch::Tensor> bb,
+                                   c10::optional<torch::Tensor> pp, bool save_tile_states) {
   const int64_t B = k.size(0), T = k.size(1), C = k.size(2);
   check(k, "k", k.scalar_type(), 3);
   check(v, "v", k.scalar_type(), 3);
   TORCH_CHECK(v.sizes() == k.sizes(), "wkv4: v must have k's shape");
   for (auto* t : {&w, &u}) check(*t, "w/u", torch::kFloat32, 1);
   TORCH_CHECK(w.size(0) == C && u.size(0) == C, "wkv4: w and u must have C elements");
-  for (auto* t : {&aa, &bb, &pp}) {
-    check(*t, "state", torch::kFloat32, 2);
-    TORCH_CHECK(t->size(0) == B && t->size(1) == C, "wkv4: state tensors must be (B, C)");
+  const bool has_state = aa.has_value();
+  TORCH_CHECK(bb.has_value() == has_state && pp.has_value() == has_state, "wkv4: give aa, bb, pp or none");
+  if (has_state) {
+    for (auto* t : {&*aa, &*bb, &*pp}) {
+      check(*t, "state", torch::kFloat32, 2);
+      TORCH_CHECK(t->size(0) == B && t->size(1) == C, "wkv4: state tensors must be (B, C)");
+    }
   }
   TORCH_CHECK(T >= 1, "wkv4: need at least one time step");
   const at::cuda::CUDAGuard guard(k.device());
@@ -45,7 +50,8 @@ std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tens
   auto tiles = save_tile_states ? torch::empty({3, B, wkv4_num_tiles(T), C}, f32) : torch::empty({0}, f32);
   auto ws = torch::empty({(int64_t)wkv4_workspace_bytes(B, T, C)}, k.options().dtype(torch::kUInt8));
   ok(wkv4_forward(dtype_code(k), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
-                  aa.data_ptr<float>(), bb.data_ptr<float>(), pp.data_ptr<float>(), y.data_ptr(),
+                  has_state ? aa->data_ptr<float>() : nullptr, has_state ? bb->data_ptr<float>() : nullptr,
+                  has_state ? pp->data_ptr<float>() : nullptr, y.data_ptr(),
                   aa_out.data_ptr<float>(), bb_out.data_ptr<float>(), pp_out.data_ptr<float>(),
                   save_tile_states ? tiles.data_ptr<float>() : nullptr, ws.data_ptr(),
                   at::cuda::getCurrentCUDAStream()));

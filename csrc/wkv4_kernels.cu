@@ -6,7 +6,7 @@
 // decay(x, n w) then add. One block owns a tile of WKV4_TILE steps x 32 channels; each thread holds
 // L consecutive steps in registers. A block (1) summarises its steps, (2) publishes its tile aggregate,
 // (3) looks back over earlier tiles' aggregates until it meets an inclusive prefix (or the initial
-// state), (4) publishes its own inclusive prefix, (5) finishes its steps from the carry. Blocks take
+// state), each published as one 16-byte (a, b, p, status) word per channel, (4) publishes its own inclusive prefix, (5) finishes its steps from the carry. Blocks take
 // tiles in order from an atomic ticket, so every tile they wait on is already running: no deadlock.
 // k and v are read from memory once. The backward runs the same scan in reverse time over the
 // gradient state, using the forward's saved tile-start states.
@@ -32,20 +32,36 @@ __device__ __forceinline__ St decayed(St s, float d) {
   return s;
 }
 
+// (exp(x - m), exp(y - m)) with m = max(x, y): one of the two is exp(0) = 1, so one exp suffices.
+__device__ __forceinline__ float exp_pair(float x, float y, float& ex, float& ey) {
+  const float d = x - y;
+  const float e = __expf(-fabsf(d));
+  ex = d >= 0.f ? 1.f : e;
+  ey = d >= 0.f ? e : 1.f;
+  return fmaxf(x, y);
+}
+
 __device__ __forceinline__ St combine(St x, St y) {
-  const float p = fmaxf(x.p, y.p);
-  const float ex = __expf(x.p - p), ey = __expf(y.p - p);
+  float ex, ey;
+  const float p = exp_pair(x.p, y.p, ex, ey);
   return {x.a * ex + y.a * ey, x.b * ex + y.b * ey, p};
 }
 
 // One step of "state = e^w state + e^x (alpha, beta)".
 __device__ __forceinline__ void push(St& s, float w, float x, float alpha, float beta) {
-  const float ww = s.p + w;
-  const float p = fmaxf(ww, x);
-  const float e1 = __expf(ww - p), e2 = __expf(x - p);
+  float e1, e2;
+  const float p = exp_pair(s.p + w, x, e1, e2);
   s.a = e1 * s.a + e2 * alpha;
   s.b = e1 * s.b + e2 * beta;
   s.p = p;
+}
+
+// The output at one step from the state before it: (a + e^{u+k} v) / (b + e^{u+k}) in the state's scale.
+// Returns y; e2 (the weight of the current token) and p (the common exponent) for the backward.
+__device__ __forceinline__ float wkv_out(St s, float uk, float v, float& e1, float& e2, float& iden) {
+  exp_pair(s.p, uk, e1, e2);
+  iden = 1.f / (e1 * s.b + e2);
+  return (e1 * s.a + e2 * v) * iden;
 }
 
 __device__ __forceinline__ float to_f(float x) { return x; }
@@ -60,50 +76,41 @@ __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return
 template <>
 __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half(x); }
 
+// Look-back slots: one 16-byte word per (bg, tile, lane) holding (a, b, p, status), written and read
+// with single 16-byte accesses, so one load both polls the status and fetches the values.
+// status: 0 nothing yet, 1 the tile's aggregate, 2 its inclusive prefix (a slot is upgraded 1 -> 2).
 struct Workspace {
-  int* flags;   // per (bg, tile): 0 nothing, 1 aggregate ready, 2 inclusive prefix ready
-  int* ticket;  // next tile to hand out
-  float* agg;   // 3 planes of (BG x J x 32)
-  float* incl;  // 3 planes of (BG x J x 32)
+  float4* slots;  // BG x J x 32
+  int* ticket;    // next tile to hand out
 };
 
 __host__ __device__ inline size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
+inline size_t slots_bytes(size_t BG, size_t J) { return align_up(BG * J * 32 * sizeof(float4)); }
+
 Workspace carve(void* base, int BG, int J) {
   char* p = static_cast<char*>(base);
-  Workspace ws;
-  ws.flags = reinterpret_cast<int*>(p);
-  ws.ticket = ws.flags + (size_t)BG * J;
-  p += align_up(((size_t)BG * J + 1) * sizeof(int));
-  ws.agg = reinterpret_cast<float*>(p);
-  p += align_up((size_t)3 * BG * J * 32 * sizeof(float));
-  ws.incl = reinterpret_cast<float*>(p);
-  return ws;
+  return {reinterpret_cast<float4*>(p), reinterpret_cast<int*>(p + slots_bytes(BG, J))};
 }
 
-__device__ __forceinline__ void publish(float* buf, size_t plane, size_t slot, St s, int* flag, int value) {
-  buf[slot] = s.a;
-  buf[slot + plane] = s.b;
-  buf[slot + 2 * plane] = s.p;
-  __threadfence();
-  __syncwarp();
-  if ((threadIdx.x & 31) == 0) atomicExch(flag, value);
+__device__ __forceinline__ void publish(float4* slot, St s, float status) {
+  const float4 word = make_float4(s.a, s.b, s.p, status);
+  asm volatile("st.relaxed.gpu.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(slot), "f"(word.x), "f"(word.y),
+               "f"(word.z), "f"(word.w)
+               : "memory");
 }
 
-__device__ __forceinline__ int wait_flag(int* flag) {
-  int f = 0;
-  if ((threadIdx.x & 31) == 0) {
-    do {
-      f = atomicAdd(flag, 0);
-    } while (f == 0);
-  }
-  f = __shfl_sync(0xffffffffu, f, 0);
-  __threadfence();
-  return f;
-}
-
-__device__ __forceinline__ St load_cg(const float* buf, size_t plane, size_t slot) {
-  return {__ldcg(buf + slot), __ldcg(buf + slot + plane), __ldcg(buf + slot + 2 * plane)};
+// Spin until the slot holds something; returns the state and sets `inclusive`.
+__device__ __forceinline__ St wait_slot(const float4* slot, bool& inclusive) {
+  float4 word;
+  do {
+    asm volatile("ld.relaxed.gpu.global.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(word.x), "=f"(word.y), "=f"(word.z), "=f"(word.w)
+                 : "l"(slot)
+                 : "memory");
+  } while (word.w == 0.f);
+  inclusive = word.w == 2.f;
+  return {word.x, word.y, word.z};
 }
 
 // Valid steps of segment q (L steps each) in tile j.
@@ -156,26 +163,27 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
   if (s == 0) {
     St agg = empty_state();
     for (int q = 0; q < S; q++) agg = combine(decayed(agg, seg_len<L>(T, j, q) * w), seg[q][lane]);
-    const size_t plane = (size_t)BG * J * 32;
-    const size_t slot = ((size_t)bg * J + j) * 32 + lane;
-    if (j > 0) publish(ws.agg, plane, slot, agg, &ws.flags[(size_t)bg * J + j], 1);
+    float4* slots = ws.slots + (size_t)bg * J * 32 + lane;  // this (b, channel)'s slot of tile 0
+    if (j > 0) publish(slots + (size_t)j * 32, agg, 1.f);
     St run = empty_state();  // everything before this tile, as seen at its start
     float dist = 0.f;        // steps between the predecessor's end and this tile's start
     for (int pred = j - 1;; pred--) {
       if (pred < 0) {
-        const size_t sc = (size_t)b * C + cc;
-        run = combine(run, decayed({aa_in[sc], bb_in[sc], pp_in[sc]}, dist * w));
+        if (aa_in != nullptr) {
+          const size_t sc = (size_t)b * C + cc;
+          run = combine(run, decayed({aa_in[sc], bb_in[sc], pp_in[sc]}, dist * w));
+        }
         break;
       }
-      const int f = wait_flag(&ws.flags[(size_t)bg * J + pred]);
-      const St x = load_cg(f == 2 ? ws.incl : ws.agg, plane, ((size_t)bg * J + pred) * 32 + lane);
+      bool inclusive;
+      const St x = wait_slot(slots + (size_t)pred * 32, inclusive);
       run = combine(run, decayed(x, dist * w));
-      if (f == 2) break;
+      if (inclusive) break;
       dist += (float)WKV4_TILE;
     }
     const int tile_len = min(WKV4_TILE, T - j * WKV4_TILE);
     const St incl = combine(decayed(run, tile_len * w), agg);
-    publish(ws.incl, plane, slot, incl, &ws.flags[(size_t)bg * J + j], 2);
+    publish(slots + (size_t)j * 32, incl, 2.f);
     carry[lane] = run;
     if (valid) {
       if (tile_states) {
@@ -198,10 +206,8 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
 #pragma unroll
   for (int i = 0; i < L; i++) {
     if (i < n) {
-      const float ww = u + kr[i];
-      const float p = fmaxf(st.p, ww);
-      const float e1 = __expf(st.p - p), e2 = __expf(ww - p);
-      const float y = (e1 * st.a + e2 * vr[i]) / (e1 * st.b + e2);
+      float e1, e2, iden;
+      const float y = wkv_out(st, u + kr[i], vr[i], e1, e2, iden);
       if (valid) y_[base + (size_t)(t0 + i) * C] = from_f<TI>(y);
       push(st, w, kr[i], vr[i], 1.f);
     }
@@ -274,12 +280,9 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
 #pragma unroll
   for (int i = L - 1; i >= 0; i--) {
     if (i < n) {
-      const float ww = u + kr[i];
-      const float p = fmaxf(pp[i], ww);
-      const float e1 = __expf(pp[i] - p), e2 = __expf(ww - p);
-      const float iden = 1.f / (e1 * bb[i] + e2);
-      const float y = (e1 * aa[i] + e2 * vr[i]) * iden;
-      push(rlocal, w, -p, gr[i] * iden, -gr[i] * iden * y);
+      float e1, e2, iden;
+      const float y = wkv_out({aa[i], bb[i], pp[i]}, u + kr[i], vr[i], e1, e2, iden);
+      push(rlocal, w, -fmaxf(pp[i], u + kr[i]), gr[i] * iden, -gr[i] * iden * y);
     }
   }
   __syncthreads();  // everyone has read seg (forward summaries)
@@ -289,9 +292,8 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
   if (s == 0) {
     St agg = empty_state();
     for (int q = S - 1; q >= 0; q--) agg = combine(decayed(agg, seg_len<L>(T, j, q) * w), seg[q][lane]);
-    const size_t plane = (size_t)BG * J * 32;
-    const size_t slot = ((size_t)bg * J + j) * 32 + lane;
-    if (j < J - 1) publish(ws.agg, plane, slot, agg, &ws.flags[(size_t)bg * J + j], 1);
+    float4* slots = ws.slots + (size_t)bg * J * 32 + lane;
+    if (j < J - 1) publish(slots + (size_t)j * 32, agg, 1.f);
     St run = empty_state();  // everything after this tile, as seen at its end
     float dist = 0.f;
     for (int pred = j + 1;; pred++) {
@@ -302,14 +304,14 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
         }
         break;
       }
-      const int f = wait_flag(&ws.flags[(size_t)bg * J + pred]);
-      const St x = load_cg(f == 2 ? ws.incl : ws.agg, plane, ((size_t)bg * J + pred) * 32 + lane);
+      bool inclusive;
+      const St x = wait_slot(slots + (size_t)pred * 32, inclusive);
       run = combine(run, decayed(x, dist * w));
-      if (f == 2) break;
+      if (inclusive) break;
       dist += (float)min(WKV4_TILE, T - pred * WKV4_TILE);
     }
     const int tile_len = min(WKV4_TILE, T - j * WKV4_TILE);
-    publish(ws.incl, plane, slot, combine(decayed(run, tile_len * w), agg), &ws.flags[(size_t)bg * J + j], 2);
+    publish(slots + (size_t)j * 32, combine(decayed(run, tile_len * w), agg), 2.f);
     carry[lane] = run;
   }
   __syncthreads();
@@ -320,11 +322,9 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
 #pragma unroll
   for (int i = L - 1; i >= 0; i--) {
     if (i < n) {
-      const float ww = u + kr[i];
-      const float p = fmaxf(pp[i], ww);
-      const float e1 = __expf(pp[i] - p), e2 = __expf(ww - p);
-      const float iden = 1.f / (e1 * bb[i] + e2);
-      const float y = (e1 * aa[i] + e2 * vr[i]) * iden;
+      float e1, e2, iden;
+      const float y = wkv_out({aa[i], bb[i], pp[i]}, u + kr[i], vr[i], e1, e2, iden);
+      const float p = fmaxf(pp[i], u + kr[i]);
       const float direct = gr[i] * iden * e2;  // dL/dy * e^{u+k} / D
       const float ek = __expf(kr[i] + gs.p);    // e^k times the gradient state's scale
       if (valid) {
@@ -357,8 +357,15 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
   }
 }
 
-constexpr int FWD_L = 16;  // steps per thread: 8 warps per 128-step tile
-constexpr int BWD_L = 8;   // the backward keeps 6 values per step in registers: 16 warps per tile
+// Steps per thread (tuning knobs; -D overrides them for sweeps).
+#ifndef WKV4_FWD_L
+#define WKV4_FWD_L 16  // with the default tile: 4 warps per block
+#endif
+#ifndef WKV4_BWD_L
+#define WKV4_BWD_L 8  // the backward keeps 6 values per step in registers
+#endif
+constexpr int FWD_L = WKV4_FWD_L;
+constexpr int BWD_L = WKV4_BWD_L;
 
 template <typename TI>
 cudaError_t launch_forward(int B, int T, int C, const float* w, const float* u, const void* k, const void* v,
@@ -366,7 +373,7 @@ cudaError_t launch_forward(int B, int T, int C, const float* w, const float* u, 
                            float* bb_out, float* pp_out, float* tile_states, void* workspace, cudaStream_t stream) {
   const int G = (C + 31) / 32, J = wkv4_num_tiles(T);
   Workspace ws = carve(workspace, B * G, J);
-  cudaError_t err = cudaMemsetAsync(ws.flags, 0, ((size_t)B * G * J + 1) * sizeof(int), stream);
+  cudaError_t err = cudaMemsetAsync(workspace, 0, wkv4_workspace_bytes(B, T, C), stream);
   if (err != cudaSuccess) return err;
   wkv4_fwd_kernel<TI, FWD_L><<<(unsigned)((size_t)B * G * J), 32 * (WKV4_TILE / FWD_L), 0, stream>>>(
       B, T, C, G, J, w, u, static_cast<const TI*>(k), static_cast<const TI*>(v), aa_in, bb_in, pp_in,
@@ -381,7 +388,7 @@ cudaError_t launch_backward(int B, int T, int C, const float* w, const float* u,
                             float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace, cudaStream_t stream) {
   const int G = (C + 31) / 32, J = wkv4_num_tiles(T);
   Workspace ws = carve(workspace, B * G, J);
-  cudaError_t err = cudaMemsetAsync(ws.flags, 0, ((size_t)B * G * J + 1) * sizeof(int), stream);
+  cudaError_t err = cudaMemsetAsync(workspace, 0, wkv4_workspace_bytes(B, T, C), stream);
   if (err != cudaSuccess) return err;
   wkv4_bwd_kernel<TI, BWD_L><<<(unsigned)((size_t)B * G * J), 32 * (WKV4_TILE / BWD_L), 0, stream>>>(
       B, T, C, G, J, w, u, static_cast<const TI*>(k), static_cast<const TI*>(v), static_cast<const TI*>(gy),
@@ -394,7 +401,7 @@ cudaError_t launch_backward(int B, int T, int C, const float* w, const float* u,
 
 size_t wkv4_workspace_bytes(int B, int T, int C) {
   const size_t BG = (size_t)B * ((C + 31) / 32), J = wkv4_num_tiles(T);
-  return align_up((BG * J + 1) * sizeof(int)) + 2 * align_up(3 * BG * J * 32 * sizeof(float));
+  return slots_bytes(BG, J) + align_up(sizeof(int));
 }
 
 cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import rel_err
-from rwkvbench.kernels import wkv4_reference
+from rwkvbench.kernels import initial_wkv_state, wkv4_reference
 from rwkvbench.kernels.cuda_build import csrc_dir
 
 gpu = pytest.mark.gpu
@@ -108,7 +108,10 @@ def test_chunked_calls_with_state_carry_equal_one_call():
     from rwkvbench.kernels.wkv_cuda import wkv4_cuda
 
     w, u, k, v, _ = inputs(3, 3000, 512, torch.float32, seed=1, with_state=False)
-    y, state = wkv4_cuda(w, u, k, v)
+    y, state = wkv4_cuda(w, u, k, v, initial_wkv_state(3, 512, "cuda"))
+    with torch.no_grad():  # no state given: the kernel starts from the empty state itself
+        y_nostate, _ = wkv4_cuda(w, u, k, v)
+    assert torch.equal(y, y_nostate)
     parts, s = [], None
     for lo, hi in [(0, 1), (1, 129), (129, 1000), (1000, 1001), (1001, 3000)]:
         yi, s = wkv4_cuda(w, u, k[:, lo:hi], v[:, lo:hi], s)

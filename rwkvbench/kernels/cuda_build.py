@@ -21,8 +21,8 @@ def csrc_dir() -> Path:
         return Path(__file__).resolve().parents[2] / "csrc"
 
 
-def _cache_dir(sources: list[Path]) -> Path:
-    digest = hashlib.sha256()
+def _cache_dir(sources: list[Path], defines: tuple) -> Path:
+    digest = hashlib.sha256(repr(defines).encode())
     for src in sources + [csrc_dir() / "wkv4.h"]:
         digest.update(src.read_bytes())
     root = Path(os.environ.get("RWKVBENCH_CACHE", Path.home() / ".cache" / "rwkvbench"))
@@ -38,8 +38,9 @@ def _reason(message: str) -> str:
 
 
 @functools.cache
-def load_extension():
-    """The compiled module, or None (with a one-line warning saying why) if it cannot be built."""
+def load_extension(defines: tuple[str, ...] = ()):
+    """The compiled module, or None (with a one-line warning saying why) if it cannot be built.
+    `defines` ("WKV4_TILE=256", ...) build a variant of the tuning knobs in csrc/ (benchmarks/tune_wkv.py)."""
     try:
         import torch
         from torch.utils.cpp_extension import load
@@ -48,12 +49,14 @@ def load_extension():
             return None
         sources = [csrc_dir() / s for s in SOURCES]
         major, minor = torch.cuda.get_device_capability()
+        flags = [f"-D{d}" for d in defines]
+        build_dir = _cache_dir(sources, defines)
         return load(
-            name="rwkvbench_wkv4",
+            name="rwkvbench_wkv4" + (f"_{build_dir.name}" if defines else ""),
             sources=[str(s) for s in sources],
-            build_directory=str(_cache_dir(sources)),
-            extra_cflags=["-O3"],
-            extra_cuda_cflags=["-O3", "-std=c++17", f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"],
+            build_directory=str(build_dir),
+            extra_cflags=["-O3", *flags],
+            extra_cuda_cflags=["-O3", "-std=c++17", f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}", *flags],
             verbose=os.environ.get("RWKVBENCH_VERBOSE_BUILD") == "1",
         )
     except Exception as e:  # a failed build falls back to the reference

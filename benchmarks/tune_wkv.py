@@ -1,0 +1,82 @@
+"""Build variants of the WKV kernel's tuning knobs (tile, steps per thread) and time each at the
+shapes the issue's bars name, in one device call. Builds run in parallel processes.
+
+    python benchmarks/tune_wkv.py
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import statistics
+
+import torch
+
+VARIANTS = [
+    (),
+    ("WKV4_FWD_L=8",),
+    ("WKV4_TILE=64", "WKV4_FWD_L=8", "WKV4_BWD_L=4"),
+    ("WKV4_TILE=64", "WKV4_FWD_L=16", "WKV4_BWD_L=8"),
+    ("WKV4_TILE=256", "WKV4_FWD_L=16", "WKV4_BWD_L=16"),
+]
+SHAPES = [(1, 4096, 2048), (1, 16384, 2048), (1, 16384, 768), (1, 65536, 2048), (8, 4096, 2048)]
+
+
+def build(defines):
+    from rwkvbench.kernels.cuda_build import load_extension
+
+    return load_extension(defines) is not None
+
+
+def median_ms(fn, repeats=30, warmup=5):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        out.append(a.elapsed_time(b))
+    return statistics.median(out)
+
+
+def main():
+    torch.cuda.init()
+    with cf.ProcessPoolExecutor(len(VARIANTS), mp_context=__import__("multiprocessing").get_context("spawn")) as ex:
+        ok = list(ex.map(build, VARIANTS))
+    from rwkvbench.kernels.cuda_build import load_extension
+
+    print("variant | " + " | ".join(f"{B}x{T}x{C} fwd/bwd ms" for B, T, C in SHAPES))
+    ref = {}
+    for defines, built in zip(VARIANTS, ok):
+        if not built:
+            print(defines, "failed to build")
+            continue
+        ext = load_extension(defines)
+        cells = []
+        for B, T, C in SHAPES:
+            g = torch.Generator(device="cuda").manual_seed(0)
+            w = -torch.exp(torch.empty(C, device="cuda").uniform_(-6, 3, generator=g))
+            u = torch.randn(C, device="cuda", generator=g) * 0.5
+            k = torch.randn(B, T, C, device="cuda", generator=g) * 2
+            v = torch.randn(B, T, C, device="cuda", generator=g)
+            gy = torch.randn(B, T, C, device="cuda", generator=g)
+            s0 = [torch.zeros(B, C, device="cuda"), torch.zeros(B, C, device="cuda"),
+                  torch.full((B, C), -1e38, device="cuda")]
+            fwd = median_ms(lambda: ext.forward(w, u, k, v, *s0, False))
+            y, aa, bb, pp, tiles = ext.forward(w, u, k, v, *s0, True)
+            bwd = median_ms(lambda: ext.backward(w, u, k, v, gy, tiles, pp, None, None))
+            gk = ext.backward(w, u, k, v, gy, tiles, pp, None, None)[0]
+            key = (B, T, C)
+            if key in ref:  # every variant must compute the same thing
+                assert (y - ref[key][0]).abs().max() / ref[key][0].abs().max() < 1e-5, defines
+                assert (gk - ref[key][1]).abs().max() / ref[key][1].abs().max() < 1e-4, defines
+            else:
+                ref[key] = (y, gk)
+            cells.append(f"{fwd:.3f}/{bwd:.3f}")
+        print(" ".join(defines) or "default", "|", " | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
