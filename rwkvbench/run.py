@@ -27,6 +27,7 @@ def model_configs(cfg: DictConfig) -> list[DictConfig]:
 def summary(df: pd.DataFrame) -> str:
     if df.empty:
         return "(no results)"
+    df = df.assign(context_len=df.context_len.astype("string").fillna(""))
     table = df.pivot_table(index=["task", "metric", "context_len"], columns="model", values="value",
                            aggfunc="last")
     with pd.option_context("display.width", 160, "display.max_rows", 200, "display.float_format", "{:.4g}".format):

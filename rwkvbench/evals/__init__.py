@@ -24,4 +24,4 @@ def get_evaluator(name: str) -> Callable:
 
 
 def _import_all():
-    from rwkvbench.evals import efficiency, perplexity  # noqa: F401  (registration)
+    from rwkvbench.evals import efficiency, perplexity, quality  # noqa: F401  (registration)

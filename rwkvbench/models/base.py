@@ -61,6 +61,11 @@ class SequenceModel(ABC):
     @abstractmethod
     def device(self) -> torch.device: ...
 
+    @property
+    def max_context(self) -> int | None:
+        """Longest input the model can condition on; None when unbounded (a recurrent state)."""
+        return None
+
     def describe(self) -> dict:
         """The identifying columns of a results row."""
         return {

@@ -63,6 +63,10 @@ class HFCausalLM(SequenceModel):
         return state
 
     @property
+    def max_context(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    @property
     def vocab_size(self) -> int:
         return self.model.get_output_embeddings().weight.shape[0]
 

@@ -1,0 +1,188 @@
+"""lm-evaluation-harness model over any SequenceModel, registered in lm-eval's registry as "rwkvbench".
+
+    lm_eval.simple_evaluate(model=SequenceModelLM(load_model("rwkv4_1b5")), tasks=[...])
+    lm_eval --model rwkvbench --model_args model=rwkv4_169m,path=...,device=cuda --tasks lambada_openai
+
+Tokenisation and context/continuation splitting come from lm-eval's TemplateLM, as for its `hf` model.
+Scoring reuses prefixes: requests that share a context (the choices of a multiple-choice question)
+compute it once, then fork the state (recurrent state or KV cache) for every continuation.
+Requests with a context of their own are scored as whole sequences, right-padded into batches
+(harmless for causal models: padding comes after every scored position).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm.auto import tqdm
+
+from rwkvbench.models.base import SequenceModel
+
+
+@register_model("rwkvbench")
+class SequenceModelLM(TemplateLM):
+    def __init__(self, model: SequenceModel | str | None = None, batch_size: int | str = 16,
+                 rolling_chunk: int = 2048, max_gen_toks: int = 256, **load_overrides):
+        super().__init__()
+        if model is None or isinstance(model, str):
+            from rwkvbench.models.registry import load_model
+
+            model = load_model(model or "rwkv4", **load_overrides)
+        self.model = model
+        self.batch_size = int(batch_size) if str(batch_size) != "auto" else 16
+        self.rolling_chunk = int(rolling_chunk)
+        self.max_gen_toks = int(max_gen_toks)
+        self.stats = {"tokens_computed": 0, "prefix_tokens_saved": 0}
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        from lm_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        args.update({k: v for k, v in (additional_config or {}).items() if v is not None and k == "batch_size"})
+        return cls(**args)
+
+    # ---- tokenizer --------------------------------------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return self.model.tokenizer.eos_token_id
+
+    def tok_encode(self, string: str, add_special_tokens=None, **kwargs) -> list[int]:
+        return self.model.tokenizer.encode(string)
+
+    def tok_decode(self, tokens) -> str:
+        return self.model.tokenizer.decode(list(tokens))
+
+    # ---- scoring ----------------------------------------------------------------------------------
+    def _fit(self, context: list[int], continuation: list[int]) -> list[int]:
+        """Drop the oldest context tokens where the model's window is bounded (as lm-eval's hf does)."""
+        limit = self.model.max_context
+        if limit is None or len(context) + len(continuation) <= limit + 1:
+            return context
+        return context[len(context) + len(continuation) - limit - 1:]
+
+    @torch.inference_mode()
+    def _score_sequences(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Whole sequences (context + continuation), right-padded: one prefill per batch."""
+        tokens = [c + x for c, x in pairs]
+        width = max(len(t) for t in tokens) - 1
+        ids = [t[:-1] + [self.eot_token_id] * (width - len(t) + 1) for t in tokens]
+        logits, _ = self.model.prefill(self.model.as_ids(ids))
+        logp = torch.log_softmax(logits, dim=-1)
+        self.stats["tokens_computed"] += len(ids) * width
+        out = []
+        for row, (ctx, cont) in enumerate(pairs):
+            pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont), device=logp.device)
+            out.append(_score(logp[row, pos], cont))
+        return out
+
+    @torch.inference_mode()
+    def _score_shared_context(self, context: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
+        """One context, many continuations: prefill the context once, fork its state for each."""
+        m = self.model
+        last, state = m.prefill(m.as_ids([context]), logits="last")
+        first = torch.log_softmax(last, dim=-1)[0]  # predicts each continuation's first token
+        self.stats["tokens_computed"] += len(context)
+        self.stats["prefix_tokens_saved"] += (len(continuations) - 1) * len(context)
+        rest = [None] * len(continuations)
+        width = max(len(c) for c in continuations) - 1
+        if width > 0:
+            ids = [c[:-1] + [self.eot_token_id] * (width - len(c) + 1) for c in continuations]
+            logits, _ = m.prefill(m.as_ids(ids), m.repeat_state(state, len(continuations)))
+            rest = torch.log_softmax(logits, dim=-1)
+            self.stats["tokens_computed"] += len(ids) * width
+        out = []
+        for i, cont in enumerate(continuations):
+            rows = first[None] if len(cont) == 1 else torch.cat([first[None], rest[i, : len(cont) - 1]])
+            out.append(_score(rows, cont))
+        return out
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        fitted = []
+        for i, (_, ctx, cont) in enumerate(requests):
+            ctx = self._fit(list(ctx), list(cont))
+            fitted.append((ctx, list(cont)))
+            groups[tuple(ctx)].append(i)
+        results: list = [None] * len(requests)
+        shared = [idx for idx in groups.values() if len(idx) > 1]
+        single = sorted((idx[0] for idx in groups.values() if len(idx) == 1),
+                        key=lambda i: -len(fitted[i][0]) - len(fitted[i][1]))  # longest first, like lm-eval
+        bar = tqdm(total=len(requests), desc=f"loglikelihood {self.model.name}", disable=disable_tqdm)
+        for idx in shared:
+            ctx = fitted[idx[0]][0]
+            for i, r in zip(idx, self._score_shared_context(ctx, [fitted[i][1] for i in idx])):
+                results[i] = r
+            bar.update(len(idx))
+        for lo in range(0, len(single), self.batch_size):
+            batch = single[lo : lo + self.batch_size]
+            for i, r in zip(batch, self._score_sequences([fitted[i] for i in batch])):
+                results[i] = r
+            bar.update(len(batch))
+        bar.close()
+        return results
+
+    @torch.inference_mode()
+    def _rolling_with_state(self, tokens: list[int]) -> float:
+        """Exact full-context log-likelihood of a document, fed in chunks with the state carried."""
+        inputs, total, state = [self.prefix_token_id] + tokens[:-1], 0.0, None
+        for lo in range(0, len(tokens), self.rolling_chunk):
+            chunk, target = inputs[lo : lo + self.rolling_chunk], tokens[lo : lo + self.rolling_chunk]
+            logits, state = self.model.prefill(self.model.as_ids([chunk]), state)
+            logp = torch.log_softmax(logits[0], dim=-1)
+            total += logp.gather(-1, torch.tensor(target, device=logp.device)[:, None]).sum().item()
+            self.stats["tokens_computed"] += len(chunk)
+        return total
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        out = []
+        for req in tqdm(requests, desc=f"rolling {self.model.name}", disable=disable_tqdm):
+            tokens = self.tok_encode(req.args[0])
+            if not tokens:
+                out.append(0.0)
+            elif self.model.max_context is None:
+                out.append(self._rolling_with_state(tokens))
+            else:  # bounded window: lm-eval's disjoint rolling windows
+                windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+                    tokens, self.prefix_token_id, self.model.max_context, context_len=1)]
+                scores = self._loglikelihood_tokens([(None, c, x) for c, x in windows], disable_tqdm=True)
+                out.append(sum(s for s, _ in scores))
+        return out
+
+    @torch.inference_mode()
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        out = []
+        for req in tqdm(requests, desc=f"generate {self.model.name}", disable=disable_tqdm):
+            context, gen_kwargs = req.args
+            until = gen_kwargs.get("until", [self.tok_decode([self.eot_token_id])])
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
+            ctx = self._fit(self.tok_encode(context) or [self.prefix_token_id], [0] * max_new)
+            logits, state = self.model.prefill(self.model.as_ids([ctx]), logits="last")
+            generated: list[int] = []
+            text = ""
+            for _ in range(max_new):
+                tok = int(logits[0].argmax())
+                if tok == self.eot_token_id:
+                    break
+                generated.append(tok)
+                text = self.tok_decode(generated)
+                if any(s and s in text for s in until):
+                    break
+                logits, state = self.model.step(torch.tensor([tok], device=self.model.device), state)
+            for s in until:
+                if s and s in text:
+                    text = text.split(s)[0]
+            out.append(text)
+        return out
+
+
+def _score(logp_rows: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
+    """Sum of log-probabilities of the continuation, and whether greedy decoding would produce it."""
+    target = torch.tensor(continuation, device=logp_rows.device)
+    total = logp_rows.gather(-1, target[:, None]).sum().item()
+    return total, bool((logp_rows.argmax(-1) == target).all())

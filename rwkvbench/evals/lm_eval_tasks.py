@@ -1,0 +1,137 @@
+"""lm-eval task configs over local JSON-lines files, for machines with no dataset hub.
+
+The files use llm-foundry's layouts (the shared data folder's README), which differ from lm-eval's
+datasets. Each built-in task below maps its layout back onto lm-eval's own prompt, so the model scores
+exactly the text lm-eval's task of the same name would score. A user's own file in one of the three
+layouts becomes a task from config alone:
+
+    cloze            {"context", "continuation"}          score " " + continuation after context
+    multiple_choice  {"query", "choices": [...], "gold"}  score " " + each choice after query
+    partial          {"context_options", "continuation", "gold"}  score continuation after each option
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
+ACC_NORM = ACC + [{"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
+CLOZE_METRICS = [{"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False}] + ACC
+
+
+# ---- layout -> lm-eval prompt mappings (text identical to lm-eval's tasks) ----------------------------
+def _query(doc):
+    return doc["query"]
+
+
+def _gold(doc):
+    return int(doc["gold"])
+
+
+def _choices(doc):
+    return list(doc["choices"])
+
+
+def _arc_text(doc):  # local "Question: ..." ; lm-eval "Question: {{question}}\nAnswer:"
+    return doc["query"] + "\nAnswer:"
+
+
+def _piqa_text(doc):  # local "Question: ...\n" ; lm-eval "Question: {{goal}}\nAnswer:"
+    return doc["query"] + "Answer:"
+
+
+def _copa_text(doc):  # local "premise, therefore" ; lm-eval premise[:-1] + " therefore"
+    head, _, connector = doc["query"].rpartition(", ")
+    return f"{head} {connector}"
+
+
+def _copa_choices(doc):  # lm-eval: " " + first letter lowered (its target delimiter adds one more space)
+    return [" " + c[0].lower() + c[1:] for c in doc["choices"]]
+
+
+def _boolq_text(doc):  # local "Passage: {p}\nQuestion: {q}?" ; lm-eval "{p}\nQuestion: {q}?\nAnswer:"
+    return doc["query"].removeprefix("Passage: ") + "\nAnswer:"
+
+
+def _cloze_text(doc):
+    return doc["context"]
+
+
+def _cloze_target(doc):
+    return " " + doc["continuation"]
+
+
+def _partial_choices(doc):
+    return list(doc["context_options"])
+
+
+def _partial_target(doc):
+    return doc["continuation"]
+
+
+LAYOUTS = {
+    "cloze": dict(output_type="loglikelihood", doc_to_text=_cloze_text, doc_to_target=_cloze_target,
+                  target_delimiter="", metric_list=CLOZE_METRICS),
+    "multiple_choice": dict(output_type="multiple_choice", doc_to_text=_query, doc_to_choice=_choices,
+                            doc_to_target=_gold, metric_list=ACC_NORM),
+    # lm-eval's "multiple input" form: doc_to_text gives the gold index, the choices are contexts
+    "partial": dict(output_type="multiple_choice", doc_to_text=_gold, doc_to_choice=_partial_choices,
+                    doc_to_target=_partial_target, metric_list=ACC),
+}
+
+# lm-eval task name -> (file name in the shared layout, layout, overrides that restore lm-eval's prompt)
+BUILTIN = {
+    "lambada_openai": ("lambada_openai.jsonl", "cloze", {}),
+    "piqa": ("piqa.jsonl", "multiple_choice", {"doc_to_text": _piqa_text}),
+    "winogrande": ("winogrande.jsonl", "partial", {}),
+    "arc_easy": ("arc_easy.jsonl", "multiple_choice", {"doc_to_text": _arc_text}),
+    "arc_challenge": ("arc_challenge.jsonl", "multiple_choice", {"doc_to_text": _arc_text}),
+    "openbookqa": ("openbook_qa.jsonl", "multiple_choice", {}),
+    "copa": ("copa.jsonl", "multiple_choice", {"doc_to_text": _copa_text, "doc_to_choice": _copa_choices,
+                                               "metric_list": ACC}),
+    "boolq": ("boolq.jsonl", "multiple_choice", {"doc_to_text": _boolq_text, "metric_list": ACC}),
+    # No local copy ships for these; give data_files (multiple_choice layout) or run with a network.
+    "hellaswag": ("hellaswag.jsonl", "multiple_choice", {}),
+    "sciq": ("sciq.jsonl", "multiple_choice", {}),
+}
+
+
+class TaskDataError(FileNotFoundError):
+    """A task whose data is missing offline; the message says which file to supply."""
+
+
+def local_task(name: str, path: str | Path, layout: str, **overrides) -> dict:
+    """An lm-eval task config (a dict lm-eval accepts in `tasks=`) reading one JSON-lines file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskDataError(f"task {name}: data file {path} not found (a JSON-lines file in the {layout!r} layout)")
+    if layout not in LAYOUTS:
+        raise ValueError(f"task {name}: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    return {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
+            "test_split": "test", "metadata": {"version": 1.0, "source": str(path)},
+            **LAYOUTS[layout], **overrides}
+
+
+def resolve_task(name: str, data_dir: str | None = None, data_files: dict | None = None,
+                 layout: str | None = None):
+    """A built-in task name or a user task. Local files win: data_files[name], then data_dir/<file>;
+    with neither, the name goes to lm-eval as it is (its own hub dataset)."""
+    data_files = data_files or {}
+    if name in BUILTIN:
+        file_name, default_layout, overrides = BUILTIN[name]
+        layout = layout or default_layout
+        if name in data_files:
+            return local_task(name, data_files[name], layout, **overrides)
+        if data_dir:
+            path = Path(data_dir) / file_name
+            if not path.is_file():
+                raise TaskDataError(f"task {name}: no local data at {path}; supply data_files.{name}=FILE "
+                                    f"(JSON lines in the {layout!r} layout) or run where the dataset hub is reachable")
+            return local_task(name, path, layout, **overrides)
+        return name
+    if name in data_files:
+        if layout is None:
+            raise ValueError(f"task {name}: a new task needs layout= one of {', '.join(LAYOUTS)}")
+        return local_task(name, data_files[name], layout)
+    raise ValueError(f"unknown task {name!r}; built-in: {', '.join(BUILTIN)}; or give data_files.{name}=FILE "
+                     f"and layout=")

@@ -1,0 +1,224 @@
+"""lm-eval integration: our adapter against lm-eval's own `hf` model, prefix reuse, rolling and
+generation, offline tasks over the real evaluation sets, and the errors a user meets."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import NEOX_TOKENIZER, SHARED_DATA
+from rwkvbench import load_model
+from rwkvbench.evals.lm_eval_adapter import SequenceModelLM
+from rwkvbench.evals.lm_eval_tasks import BUILTIN, TaskDataError, resolve_task
+from rwkvbench.models import checkpoints as ck
+from rwkvbench.models.rwkv4 import RWKV4Model, build_rwkv4
+from rwkvbench.models.tokenizer import HFTokenizer
+from rwkvbench.models.transformer import HFCausalLM
+from rwkvbench.results import ResultsWriter, read_results
+
+lm_eval = pytest.importorskip("lm_eval")
+EVAL_DATA = SHARED_DATA / "eval"
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def fixture_tasks(tmp_path):
+    """Small tasks in each layout, written by the test."""
+    cloze = write_jsonl(tmp_path / "cloze.jsonl", [
+        {"context": f"The number after {i} is", "continuation": str(i + 1)} for i in range(12)])
+    mc = write_jsonl(tmp_path / "mc.jsonl", [
+        {"query": f"Question: what colour is item {i}?\nAnswer:", "choices": ["red", "green", "blue sky", "a"],
+         "gold": i % 4} for i in range(10)])
+    partial = write_jsonl(tmp_path / "partial.jsonl", [
+        {"context_options": [f"Tom met Ann and {i} dogs so Tom", f"Tom met Ann and {i} dogs so Ann"],
+         "continuation": "was happy.", "gold": i % 2} for i in range(8)])
+    return {"my_cloze": (cloze, "cloze"), "my_mc": (mc, "multiple_choice"), "my_partial": (partial, "partial")}
+
+
+def task_dicts(fixture_tasks):
+    return [resolve_task(name, data_files={name: str(path)}, layout=layout)
+            for name, (path, layout) in fixture_tasks.items()]
+
+
+# ---- the same weights through lm-eval's hf model and through ours ---------------------------------
+@pytest.fixture(scope="module")
+def hf_tokenizer():
+    if not NEOX_TOKENIZER.is_file():
+        pytest.skip(f"{NEOX_TOKENIZER} not present")
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(NEOX_TOKENIZER), eos_token="<|endoftext|>")
+
+
+def neox_pair(tmp_path):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=256, max_position_embeddings=512, rotary_pct=0.25)
+    hf = GPTNeoXForCausalLM(cfg).eval()
+    return hf, HFCausalLM(hf, HFTokenizer(NEOX_TOKENIZER), name="neox")
+
+
+def rwkv_pair(tmp_path):
+    from transformers import RwkvForCausalLM
+
+    shape = ck.RWKV4Shape(2, 64, 50277, 256)
+    sd = ck.random_rwkv4(shape, seed=1)
+    ck.save_hf(sd, tmp_path / "hf_rwkv", shape)
+    hf = RwkvForCausalLM.from_pretrained(tmp_path / "hf_rwkv", dtype=torch.float32).eval()
+    return hf, RWKV4Model(build_rwkv4(sd, shape), HFTokenizer(NEOX_TOKENIZER), name="rwkv")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pair", [neox_pair, rwkv_pair], ids=["gpt_neox", "rwkv4"])
+def test_loglikelihoods_and_metrics_equal_lm_evals_hf_model(tmp_path, hf_tokenizer, fixture_tasks, pair):
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    hf_model, ours = pair(tmp_path)
+    ref = HFLM(pretrained=hf_model, tokenizer=hf_tokenizer, batch_size=4)
+    lm = SequenceModelLM(ours, batch_size=4)
+    pairs = [("The capital of France is", " Paris"), ("The capital of France is", " Lyon and more"),
+             ("A", " b c d e"), ("", "An empty context"), ("Trailing space ", "here"),
+             ("Question: 2+2?\nAnswer:", " 4"), ("Question: 2+2?\nAnswer:", " five")]
+    requests = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)]
+    got, want = lm.loglikelihood(requests), ref.loglikelihood(requests)
+    for (g, g_greedy), (w, w_greedy) in zip(got, want):
+        assert abs(g - w) <= 1e-4 * max(1.0, abs(w)) and g_greedy == w_greedy
+
+    rolling = [Instance("loglikelihood_rolling", {}, ("Some document text. " * 20,), 0)]
+    assert lm.loglikelihood_rolling(rolling)[0] == pytest.approx(ref.loglikelihood_rolling(rolling)[0], rel=1e-4)
+
+    tasks = task_dicts(fixture_tasks)
+    ours_res = lm_eval.simple_evaluate(model=lm, tasks=tasks, bootstrap_iters=0, log_samples=False)["results"]
+    ref_res = lm_eval.simple_evaluate(model=ref, tasks=tasks, bootstrap_iters=0, log_samples=False)["results"]
+    for name in fixture_tasks:
+        for key, value in ref_res[name].items():
+            if isinstance(value, float) and "stderr" not in key:
+                assert ours_res[name][key] == pytest.approx(value, rel=1e-4), (name, key)
+
+
+# ---- adapter mechanics ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_rwkv():
+    return load_model("rwkv4_tiny", device="cpu")
+
+
+def test_prefix_reuse_gives_the_same_scores_and_counts_the_saving(tiny_rwkv):
+    lm = SequenceModelLM(tiny_rwkv, batch_size=8)
+    enc = lm.tok_encode
+    ctx = enc("A man is sitting on a roof. He")  # HellaSwag-shaped: 4 endings of one context
+    conts = [enc(" starts pulling up roofing."), enc(" is holding a rubik's cube."), enc(" is using wrap."),
+             enc(" ends up falling.")]
+    shared = lm._score_shared_context(ctx, conts)
+    assert lm.stats["prefix_tokens_saved"] == 3 * len(ctx)
+    flat = lm._score_sequences([(ctx, c) for c in conts])
+    for (a, ga), (b, gb) in zip(shared, flat):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-4) and ga == gb
+
+
+def test_rolling_with_state_carry_is_exact_at_any_chunk_size(tiny_rwkv):
+    from lm_eval.api.instance import Instance
+
+    doc = [Instance("loglikelihood_rolling", {}, ("RWKV carries a state from chunk to chunk. " * 6,), 0)]
+    whole = SequenceModelLM(tiny_rwkv, rolling_chunk=100000).loglikelihood_rolling(doc)[0]
+    chunked = SequenceModelLM(tiny_rwkv, rolling_chunk=7).loglikelihood_rolling(doc)[0]
+    assert chunked == pytest.approx(whole, rel=1e-5)
+    tokens = tiny_rwkv.tokenizer.encode(doc[0].args[0])
+    logits, _ = tiny_rwkv.prefill([[tiny_rwkv.tokenizer.eos_token_id] + tokens[:-1]])
+    direct = torch.log_softmax(logits[0], -1).gather(-1, torch.tensor(tokens)[:, None]).sum().item()
+    assert whole == pytest.approx(direct, rel=1e-5)
+
+
+def test_generate_until_is_greedy_and_stops(tiny_rwkv):
+    from lm_eval.api.instance import Instance
+
+    lm = SequenceModelLM(tiny_rwkv)
+    prompt = "Hello"
+    ids = tiny_rwkv.tokenizer.encode(prompt)
+    logits, state = tiny_rwkv.prefill([ids], logits="last")
+    expected = []
+    for _ in range(12):
+        tok = int(logits[0].argmax())
+        expected.append(tok)
+        logits, state = tiny_rwkv.step([tok], state)
+    full = tiny_rwkv.tokenizer.decode(expected)
+    out = lm.generate_until([Instance("generate_until", {}, (prompt, {"until": [], "max_gen_toks": 12}), 0)])
+    assert out == [full]
+    stop = full[3:5]
+    out = lm.generate_until([Instance("generate_until", {}, (prompt, {"until": [stop], "max_gen_toks": 12}), 0)])
+    assert out == [full.split(stop)[0]]
+
+
+def test_registered_with_lm_eval():
+    from lm_eval.api.registry import get_model
+
+    cls = get_model("rwkvbench")
+    assert cls is SequenceModelLM
+    lm = cls.create_from_arg_string("model=rwkv4_tiny,device=cpu", {"batch_size": 4})
+    assert lm.model.name == "rwkv4_tiny" and lm.batch_size == 4
+
+
+# ---- tasks and data ----------------------------------------------------------------------------------
+def test_users_own_files_become_tasks_from_config_alone(tmp_path, fixture_tasks):
+    from rwkvbench.evals import get_evaluator
+    from omegaconf import OmegaConf
+
+    part = OmegaConf.create({"evaluator": "lm_eval", "name": "custom", "tasks": list(fixture_tasks),
+                             "data_dir": None, "limit": None, "num_fewshot": 0, "batch_size": 8,
+                             "data_files": {n: str(p) for n, (p, _) in fixture_tasks.items()},
+                             "layouts": {n: layout for n, (_, layout) in fixture_tasks.items()}})
+    writer = ResultsWriter(tmp_path / "out")
+    get_evaluator("lm_eval")(load_model("neox_tiny", device="cpu"), part, writer)
+    df = read_results(tmp_path / "out")
+    acc = df[df.metric == "acc"].set_index("task")
+    assert set(acc.index) == set(fixture_tasks)
+    assert acc.loc["my_mc", "n"] == 10 and acc.loc["my_partial", "n"] == 8 and acc.loc["my_cloze", "n"] == 12
+    assert df[df.metric == "prefix_tokens_saved"].set_index("task").loc["my_mc", "value"] > 0
+
+
+@pytest.mark.slow
+def test_every_real_eval_set_runs_end_to_end(tmp_path):
+    """Each real set in the shared folder, every document, on a tiny model: counts match, metrics finite."""
+    from rwkvbench.evals import get_evaluator
+    from omegaconf import OmegaConf
+
+    present = {name: EVAL_DATA / f for name, (f, _, _) in BUILTIN.items() if (EVAL_DATA / f).is_file()}
+    if not present:
+        pytest.skip(f"{EVAL_DATA} not present")
+    part = OmegaConf.create({"evaluator": "lm_eval", "name": "paper", "tasks": list(present), "data_dir": str(EVAL_DATA),
+                             "data_files": {}, "layouts": {}, "limit": None, "num_fewshot": 0, "batch_size": 32})
+    get_evaluator("lm_eval")(load_model("neox_tiny", device="cpu"), part, ResultsWriter(tmp_path))
+    df = read_results(tmp_path)
+    for name, path in present.items():
+        rows = df[(df.task == name) & (df.metric == "acc")]
+        assert len(rows) == 1, name
+        assert rows.n.iloc[0] == sum(1 for _ in path.open()), name
+        assert df[df.task == name].value.map(math.isfinite).all(), name
+
+
+def test_unknown_task_and_missing_offline_data(tmp_path):
+    with pytest.raises(ValueError, match="unknown task 'lambda'; built-in: lambada_openai"):
+        resolve_task("lambda", data_dir=str(tmp_path))
+    with pytest.raises(TaskDataError, match=r"task hellaswag: no local data at .*hellaswag.jsonl; supply "
+                                            r"data_files.hellaswag=FILE"):
+        resolve_task("hellaswag", data_dir=str(tmp_path))
+    with pytest.raises(TaskDataError, match="data file .*nope.jsonl not found"):
+        resolve_task("piqa", data_files={"piqa": str(tmp_path / "nope.jsonl")})
+    with pytest.raises(ValueError, match="needs layout="):
+        resolve_task("mine", data_files={"mine": str(tmp_path / "x.jsonl")})
+
+
+def test_cli_unknown_task_names_the_valid_ones(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "rwkvbench", "task=lambda"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0 and "lambada" in out.stderr and "paper_zero_shot" in out.stderr
