@@ -27,9 +27,8 @@ def model_configs(cfg: DictConfig) -> list[DictConfig]:
 def summary(df: pd.DataFrame) -> str:
     if df.empty:
         return "(no results)"
-    df = df.assign(context_len=df.context_len.astype("string").fillna(""))
-    table = df.pivot_table(index=["task", "metric", "context_len"], columns="model", values="value",
-                           aggfunc="last")
+    keys = ["task", "metric", "context_len", "batch_size", "model"]
+    table = df.drop_duplicates(keys, keep="last").set_index(keys).value.unstack("model").sort_index()
     with pd.option_context("display.width", 160, "display.max_rows", 200, "display.float_format", "{:.4g}".format):
         return table.to_string()
 

@@ -1,7 +1,7 @@
 """Choose the WKV implementation for a call.
 
 `wkv4` is the single entry point the model uses: CUDA tensors go to our kernel (csrc/), everything else
-(and float64, which is for references) to the plain PyTorch loop. RWKVBENCH_WKV=cuda|reference forces one
+(float64, which is for references, and single steps) to the plain PyTorch loop. RWKVBENCH_WKV=cuda|reference forces one
 path ("cuda" raises if the kernel cannot be built); the default is auto.
 """
 
@@ -38,7 +38,9 @@ def use_cuda_kernel(k: torch.Tensor) -> bool:
 
 def wkv4(w, u, k, v, state=None):
     """WKV-4 over (B, T, C) keys and values with state carry. See wkv_reference for the contract."""
-    if use_cuda_kernel(k):
+    # One step is a handful of elementwise ops: the plain expression, which a compiled decode step
+    # fuses into its neighbours, beats launching the scan kernel.
+    if k.shape[1] > 1 and use_cuda_kernel(k):
         from rwkvbench.kernels.wkv_cuda import wkv4_cuda
 
         return wkv4_cuda(w, u, k, v, state)

@@ -14,7 +14,7 @@ import torch
 
 from rwkvbench.models.tokenizer import Tokenizer
 
-LogitsMode = Literal["all", "last"]
+LogitsMode = Literal["all", "last", "none"]
 
 
 class SequenceModel(ABC):
@@ -24,8 +24,8 @@ class SequenceModel(ABC):
 
     @abstractmethod
     def prefill(self, ids: torch.Tensor, state: Any = None, *, logits: LogitsMode = "all"):
-        """Feed a whole chunk (B, T) at once. Returns float32 logits (B, T, V), or (B, V) for
-        logits="last", and the state after the chunk."""
+        """Feed a whole chunk (B, T) at once. Returns float32 logits (B, T, V), (B, V) for
+        logits="last" or None for logits="none", and the state after the chunk."""
 
     @abstractmethod
     def step(self, ids: torch.Tensor, state: Any):
@@ -61,6 +61,26 @@ class SequenceModel(ABC):
     @abstractmethod
     def device(self) -> torch.device: ...
 
+    def prepare_decode(self, state: Any, max_new_tokens: int) -> Any:
+        """The state in the form this model decodes fastest from, for up to max_new_tokens steps (a
+        static cache, graph-captured buffers, ...). Same values; default: unchanged."""
+        return state
+
+    @property
+    def decode_config(self) -> str:
+        """How `step` runs after `prepare_decode` (recorded with efficiency results)."""
+        return "eager"
+
+    @property
+    def prefill_config(self) -> str:
+        """How `prefill` runs (recorded with efficiency results)."""
+        return "eager"
+
+    @property
+    def weights_nbytes(self) -> int:
+        """Bytes of the model's parameters on its device."""
+        return 0
+
     @property
     def max_context(self) -> int | None:
         """Longest input the model can condition on; None when unbounded (a recurrent state)."""
@@ -84,3 +104,7 @@ class SequenceModel(ABC):
 
 def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def count_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rwkvbench.kernels import initial_wkv_state, wkv4
-from rwkvbench.models.base import SequenceModel, count_params
+from rwkvbench.models.base import SequenceModel, count_bytes, count_params
 from rwkvbench.models.checkpoints import RWKV4Shape
 from rwkvbench.models.tokenizer import Tokenizer
 
@@ -131,7 +131,7 @@ class RWKV4(nn.Module):
         self.head = nn.Linear(shape.n_embd, shape.vocab_size, bias=False, dtype=dtype, device=device)
 
     def forward(self, ids: torch.Tensor, state: RWKV4State | None, logits: str = "all"):
-        """ids (B, T) -> logits (B, T, V) fp32 (or (B, V) for logits="last") and the new state."""
+        """ids (B, T) -> logits (B, T, V) fp32 ((B, V) for "last", None for "none") and the new state."""
         B, _ = ids.shape
         if state is None:
             state = RWKV4State.empty(self.shape.n_layer, B, self.shape.n_embd, ids.device)
@@ -139,30 +139,70 @@ class RWKV4(nn.Module):
         new: list = []
         for i, block in enumerate(self.blocks):
             x = block(x, state, i, new)
+        state = RWKV4State(*(torch.stack(t) for t in zip(*new)))
+        if logits == "none":
+            return None, state
         if logits == "last":
             x = x[:, -1]
-        out = _linear(self.head, self.ln_out(x)).float()
-        return out, RWKV4State(*(torch.stack(t) for t in zip(*new)))
+        return _linear(self.head, self.ln_out(x)).float(), state
 
 
 class RWKV4Model(SequenceModel):
-    """RWKV-4 behind the SequenceModel interface."""
+    """RWKV-4 behind the SequenceModel interface.
+
+    prefill_chunk: long inputs run in chunks of this many tokens with the state carried, so peak
+    memory does not grow with the input (only the requested logits are computed).
+    """
 
     family = "rwkv"
 
-    def __init__(self, net: RWKV4, tokenizer: Tokenizer, name: str = "rwkv4"):
+    def __init__(self, net: RWKV4, tokenizer: Tokenizer, name: str = "rwkv4", prefill_chunk: int = 4096):
         self.net = net.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
+        self.prefill_chunk = prefill_chunk
+        self._decoder = None
 
     @torch.inference_mode()
     def prefill(self, ids, state: RWKV4State | None = None, *, logits: str = "all"):
-        return self.net(self.as_ids(ids), state, logits)
+        ids = self.as_ids(ids)
+        T = ids.shape[1]
+        outputs = []
+        for lo in range(0, T, self.prefill_chunk):
+            last_chunk = lo + self.prefill_chunk >= T
+            mode = logits if logits == "all" or last_chunk else "none"
+            out, state = self.net(ids[:, lo : lo + self.prefill_chunk], state, mode)
+            outputs.append(out)
+        return (torch.cat(outputs, dim=1) if logits == "all" else outputs[-1]), state
 
     @torch.inference_mode()
     def step(self, ids, state: RWKV4State):
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)
+        if self._decoder is not None and self._decoder.owns(state):
+            return self._decoder.step(ids)
         return self.net(ids, state, logits="last")
+
+    def prepare_decode(self, state: RWKV4State, max_new_tokens: int) -> RWKV4State:
+        """On CUDA: move the state into the static buffers of a captured (compiled) decode step."""
+        if self.device.type != "cuda":
+            return state
+        from rwkvbench.models.rwkv4_decode import GraphDecoder
+
+        batch = state.att_x.shape[1]
+        if self._decoder is None or self._decoder.batch != batch:
+            self._decoder = GraphDecoder(self.net, batch)
+        return self._decoder.load(state)
+
+    @property
+    def decode_config(self) -> str:
+        return self._decoder.config if self._decoder is not None else "eager"
+
+    @property
+    def prefill_config(self) -> str:
+        from rwkvbench.kernels.dispatch import use_cuda_kernel
+
+        wkv = "cuda_wkv" if use_cuda_kernel(self.net.head.weight) else "reference_wkv"
+        return f"chunk{self.prefill_chunk}+{wkv}"
 
     def state_nbytes(self, state: RWKV4State) -> int:
         return sum(t.numel() * t.element_size() for t in state.tensors())
@@ -176,6 +216,10 @@ class RWKV4Model(SequenceModel):
     @property
     def vocab_size(self) -> int:
         return self.net.shape.vocab_size
+
+    @property
+    def weights_nbytes(self) -> int:
+        return count_bytes(self.net)
 
     @property
     def n_params(self) -> int:
