@@ -83,9 +83,9 @@ def main():
             ref(B, T, C, w, u, k, v, y, *[s.fill_(0) if i < 2 else s.fill_(-1e38) for i, s in enumerate(states)])
             agree = ((y_ours - y).abs().max() / y.abs().max()).item()
         s0 = [torch.zeros(B, C, device="cuda"), torch.zeros(B, C, device="cuda"), torch.full((B, C), -1e38, device="cuda")]
-        _, _, _, pp, tiles = ext.forward(w, u, k, v, *s0, True)
+        _, _, _, pp, seg_states = ext.forward(w, u, k, v, *s0, True)
         gy = torch.randn_like(k)
-        bwd = median_ms(lambda: ext.backward(w, u, k, v, gy, tiles, pp, None, None))
+        bwd = median_ms(lambda: ext.backward(w, u, k, v, gy, seg_states, pp, None, None))
         rows.append(dict(B=B, T=T, C=C, ours_fwd_ms=ours, ours_api_ms=api, rwkv_pkg_fwd_ms=theirs, speedup=theirs / ours,
                          floor_ms=floor_ms, pct_of_floor=100 * floor_ms / ours, ours_bwd_ms=bwd,
                          bwd_over_fwd=bwd / ours, rel_diff_vs_rwkv_pkg=agree if ref else float("nan")))

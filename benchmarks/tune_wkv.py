@@ -65,9 +65,9 @@ def main():
             s0 = [torch.zeros(B, C, device="cuda"), torch.zeros(B, C, device="cuda"),
                   torch.full((B, C), -1e38, device="cuda")]
             fwd = median_ms(lambda: ext.forward(w, u, k, v, *s0, False))
-            y, aa, bb, pp, tiles = ext.forward(w, u, k, v, *s0, True)
-            bwd = median_ms(lambda: ext.backward(w, u, k, v, gy, tiles, pp, None, None))
-            gk = ext.backward(w, u, k, v, gy, tiles, pp, None, None)[0]
+            y, aa, bb, pp, seg_states = ext.forward(w, u, k, v, *s0, True)
+            bwd = median_ms(lambda: ext.backward(w, u, k, v, gy, seg_states, pp, None, None))
+            gk = ext.backward(w, u, k, v, gy, seg_states, pp, None, None)[0]
             key = (B, T, C)
             if key in ref:  # every variant must compute the same thing
                 assert (y - ref[key][0]).abs().max() / ref[key][0].abs().max() < 1e-5, defines

@@ -13,22 +13,34 @@
 
 inline int wkv4_num_tiles(int T) { return (T + WKV4_TILE - 1) / WKV4_TILE; }
 
+// Steps per backward thread. The forward saves the state at the start of every such segment (when
+// gradients are needed), so the backward starts each thread without re-running the forward scan.
+#ifndef WKV4_BWD_L
+#define WKV4_BWD_L 8
+#endif
+#ifdef __CUDACC__
+#define WKV4_HOST_DEVICE __host__ __device__
+#else
+#define WKV4_HOST_DEVICE
+#endif
+WKV4_HOST_DEVICE inline int wkv4_num_segments(int T) { return (T + WKV4_BWD_L - 1) / WKV4_BWD_L; }
+
 // Scratch bytes for one call (look-back flags, ticket, per-tile aggregates and prefixes).
 size_t wkv4_workspace_bytes(int B, int T, int C);
 
 // y = WKV(w, u, k, v) from the state (aa_in, bb_in, pp_in; all null for the empty state); writes the final state to (aa_out, bb_out,
-// pp_out). tile_states (3 planes of B x num_tiles x C, may be null) receives the state at each tile start,
-// which the backward needs.
+// pp_out). seg_states (3 planes of B x num_segments x C, may be null) receives the state at the start of
+// every backward segment, which the backward needs.
 cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
                          const void* v, const float* aa_in, const float* bb_in, const float* pp_in, void* y,
-                         float* aa_out, float* bb_out, float* pp_out, float* tile_states, void* workspace,
+                         float* aa_out, float* bb_out, float* pp_out, float* seg_states, void* workspace,
                          cudaStream_t stream);
 
 // Gradients. g_aa_out / g_bb_out (may be null) are the gradients reaching the final state; pp_out is the
 // final state's exponent. gw_part / gu_part are (B x num_tiles x C) partial sums (reduce over the first
 // two axes). g_aa_in, g_bb_in, g_pp_in receive the initial state's gradients.
 cudaError_t wkv4_backward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
-                          const void* v, const void* gy, const float* tile_states, const float* pp_out,
+                          const void* v, const void* gy, const float* seg_states, const float* pp_out,
                           const float* g_aa_out, const float* g_bb_out, void* gk, void* gv, float* gw_part,
                           float* gu_part, float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace,
                           cudaStream_t stream);

@@ -27,7 +27,7 @@ void ok(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "wkv4: CUDA error: ",
 
 std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v,
                                    c10::optional<torch::Tensor> aa, c10::optional<torch::Tensor> bb,
-                                   c10::optional<torch::Tensor> pp, bool save_tile_states) {
+                                   c10::optional<torch::Tensor> pp, bool save_seg_states) {
   const int64_t B = k.size(0), T = k.size(1), C = k.size(2);
   check(k, "k", k.scalar_type(), 3);
   check(v, "v", k.scalar_type(), 3);
@@ -47,26 +47,26 @@ std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tens
   auto f32 = k.options().dtype(torch::kFloat32);
   auto y = torch::empty_like(k);
   auto aa_out = torch::empty({B, C}, f32), bb_out = torch::empty({B, C}, f32), pp_out = torch::empty({B, C}, f32);
-  auto tiles = save_tile_states ? torch::empty({3, B, wkv4_num_tiles(T), C}, f32) : torch::empty({0}, f32);
+  auto tiles = save_seg_states ? torch::empty({3, B, wkv4_num_segments(T), C}, f32) : torch::empty({0}, f32);
   auto ws = torch::empty({(int64_t)wkv4_workspace_bytes(B, T, C)}, k.options().dtype(torch::kUInt8));
   ok(wkv4_forward(dtype_code(k), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
                   has_state ? aa->data_ptr<float>() : nullptr, has_state ? bb->data_ptr<float>() : nullptr,
                   has_state ? pp->data_ptr<float>() : nullptr, y.data_ptr(),
                   aa_out.data_ptr<float>(), bb_out.data_ptr<float>(), pp_out.data_ptr<float>(),
-                  save_tile_states ? tiles.data_ptr<float>() : nullptr, ws.data_ptr(),
+                  save_seg_states ? tiles.data_ptr<float>() : nullptr, ws.data_ptr(),
                   at::cuda::getCurrentCUDAStream()));
   return {y, aa_out, bb_out, pp_out, tiles};
 }
 
 std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v,
-                                    torch::Tensor gy, torch::Tensor tile_states, torch::Tensor pp_out,
+                                    torch::Tensor gy, torch::Tensor seg_states, torch::Tensor pp_out,
                                     c10::optional<torch::Tensor> g_aa_out, c10::optional<torch::Tensor> g_bb_out) {
   const int64_t B = k.size(0), T = k.size(1), C = k.size(2);
   check(k, "k", k.scalar_type(), 3);
   check(v, "v", k.scalar_type(), 3);
   check(gy, "gy", k.scalar_type(), 3);
-  check(tile_states, "tile_states", torch::kFloat32, 4);
-  TORCH_CHECK(tile_states.size(2) == wkv4_num_tiles(T), "wkv4: tile_states do not match T");
+  check(seg_states, "seg_states", torch::kFloat32, 4);
+  TORCH_CHECK(seg_states.size(2) == wkv4_num_segments(T), "wkv4: saved segment states do not match T");
   TORCH_CHECK(g_aa_out.has_value() == g_bb_out.has_value(), "wkv4: give both final-state gradients or neither");
   const at::cuda::CUDAGuard guard(k.device());
   auto f32 = k.options().dtype(torch::kFloat32);
@@ -76,7 +76,7 @@ std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Ten
   auto g_aa = torch::empty({B, C}, f32), g_bb = torch::empty({B, C}, f32), g_pp = torch::empty({B, C}, f32);
   auto ws = torch::empty({(int64_t)wkv4_workspace_bytes(B, T, C)}, k.options().dtype(torch::kUInt8));
   ok(wkv4_backward(dtype_code(k), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
-                   gy.data_ptr(), tile_states.data_ptr<float>(), pp_out.data_ptr<float>(),
+                   gy.data_ptr(), seg_states.data_ptr<float>(), pp_out.data_ptr<float>(),
                    g_aa_out ? g_aa_out->data_ptr<float>() : nullptr, g_bb_out ? g_bb_out->data_ptr<float>() : nullptr,
                    gk.data_ptr(), gv.data_ptr(), gw_part.data_ptr<float>(), gu_part.data_ptr<float>(),
                    g_aa.data_ptr<float>(), g_bb.data_ptr<float>(), g_pp.data_ptr<float>(), ws.data_ptr(),

@@ -9,7 +9,8 @@
 // state), each published as one 16-byte (a, b, p, status) word per channel, (4) publishes its own inclusive prefix, (5) finishes its steps from the carry. Blocks take
 // tiles in order from an atomic ticket, so every tile they wait on is already running: no deadlock.
 // k and v are read from memory once. The backward runs the same scan in reverse time over the
-// gradient state, using the forward's saved tile-start states.
+// gradient state, starting each thread from the forward's saved segment-start states. How far a block looks back depends on
+// timing, so carries are summed in a run-dependent order: results agree to rounding, not bit for bit.
 #include "wkv4.h"
 
 #include <cuda_bf16.h>
@@ -126,7 +127,8 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
                     const TI* __restrict__ k_, const TI* __restrict__ v_, const float* __restrict__ aa_in,
                     const float* __restrict__ bb_in, const float* __restrict__ pp_in, TI* __restrict__ y_,
                     float* __restrict__ aa_out, float* __restrict__ bb_out, float* __restrict__ pp_out,
-                    float* __restrict__ tile_states, Workspace ws) {
+                    float* __restrict__ seg_states, Workspace ws) {
+  static_assert(L % WKV4_BWD_L == 0, "forward segments must hold whole backward segments");
   constexpr int S = WKV4_TILE / L;
   __shared__ int s_tile;
   __shared__ St seg[S][32];
@@ -186,12 +188,6 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
     publish(slots + (size_t)j * 32, incl, 2.f);
     carry[lane] = run;
     if (valid) {
-      if (tile_states) {
-        const size_t ts = ((size_t)b * J + j) * C + c, tplane = (size_t)B * J * C;
-        tile_states[ts] = run.a;
-        tile_states[ts + tplane] = run.b;
-        tile_states[ts + 2 * tplane] = run.p;
-      }
       if (j == J - 1) {
         aa_out[(size_t)b * C + c] = incl.a;
         bb_out[(size_t)b * C + c] = incl.b;
@@ -203,9 +199,16 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
 
   St st = carry[lane];
   for (int q = 0; q < s; q++) st = combine(decayed(st, seg_len<L>(T, j, q) * w), seg[q][lane]);
+  const int NS = wkv4_num_segments(T);
 #pragma unroll
   for (int i = 0; i < L; i++) {
     if (i < n) {
+      if (seg_states != nullptr && valid && i % WKV4_BWD_L == 0) {
+        const size_t so = ((size_t)b * NS + (t0 + i) / WKV4_BWD_L) * C + c, splane = (size_t)B * NS * C;
+        seg_states[so] = st.a;
+        seg_states[so + splane] = st.b;
+        seg_states[so + 2 * splane] = st.p;
+      }
       float e1, e2, iden;
       const float y = wkv_out(st, u + kr[i], vr[i], e1, e2, iden);
       if (valid) y_[base + (size_t)(t0 + i) * C] = from_f<TI>(y);
@@ -221,7 +224,7 @@ template <typename TI, int L>
 __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
     wkv4_bwd_kernel(int B, int T, int C, int G, int J, const float* __restrict__ w_, const float* __restrict__ u_,
                     const TI* __restrict__ k_, const TI* __restrict__ v_, const TI* __restrict__ gy_,
-                    const float* __restrict__ tile_states, const float* __restrict__ pp_out,
+                    const float* __restrict__ seg_states, const float* __restrict__ pp_out,
                     const float* __restrict__ g_aa_out, const float* __restrict__ g_bb_out, TI* __restrict__ gk_,
                     TI* __restrict__ gv_, float* __restrict__ gw_part, float* __restrict__ gu_part,
                     float* __restrict__ g_aa_in, float* __restrict__ g_bb_in, float* __restrict__ g_pp_in,
@@ -254,17 +257,11 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
       gr[i] = to_f(gy_[o]);
     }
   }
-  // Forward states inside the tile, from the saved tile-start state.
-  St local = empty_state();
-#pragma unroll
-  for (int i = 0; i < L; i++)
-    if (i < n) push(local, w, kr[i], vr[i], 1.f);
-  seg[s][lane] = local;
-  __syncthreads();
-  const size_t ts = ((size_t)b * J + j) * C + cc, tplane = (size_t)B * J * C;
-  const St tile_start = {tile_states[ts], tile_states[ts + tplane], tile_states[ts + 2 * tplane]};
-  St st = tile_start;
-  for (int q = 0; q < s; q++) st = combine(decayed(st, seg_len<L>(T, j, q) * w), seg[q][lane]);
+  // The forward state at this segment's start, saved by the forward.
+  const int NS = wkv4_num_segments(T);
+  const size_t so = ((size_t)b * NS + min(t0, T - 1) / L) * C + cc, splane = (size_t)B * NS * C;
+  St st = {seg_states[so], seg_states[so + splane], seg_states[so + 2 * splane]};
+  const St start = st;
   float aa[L], bb[L], pp[L];  // state before each step
 #pragma unroll
   for (int i = 0; i < L; i++) {
@@ -285,7 +282,6 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
       push(rlocal, w, -fmaxf(pp[i], u + kr[i]), gr[i] * iden, -gr[i] * iden * y);
     }
   }
-  __syncthreads();  // everyone has read seg (forward summaries)
   seg[s][lane] = rlocal;
   __syncthreads();
 
@@ -337,11 +333,11 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
       push(gs, w, -p, gr[i] * iden, -gr[i] * iden * y);
     }
   }
-  if (j == 0 && s == 0 && valid) {  // gs is now the gradient of the initial state
-    const float scale = __expf(gs.p + tile_start.p);
+  if (j == 0 && s == 0 && valid) {  // gs is now the gradient of the initial state (= start)
+    const float scale = __expf(gs.p + start.p);
     g_aa_in[(size_t)b * C + c] = gs.a * scale;
     g_bb_in[(size_t)b * C + c] = gs.b * scale;
-    g_pp_in[(size_t)b * C + c] = scale * (gs.a * tile_start.a + gs.b * tile_start.b);
+    g_pp_in[(size_t)b * C + c] = scale * (gs.a * start.a + gs.b * start.b);
   }
   red_w[s][lane] = gw;
   red_u[s][lane] = gu;
@@ -361,29 +357,26 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
 #ifndef WKV4_FWD_L
 #define WKV4_FWD_L 16  // with the default tile: 4 warps per block
 #endif
-#ifndef WKV4_BWD_L
-#define WKV4_BWD_L 8  // the backward keeps 6 values per step in registers
-#endif
 constexpr int FWD_L = WKV4_FWD_L;
-constexpr int BWD_L = WKV4_BWD_L;
+constexpr int BWD_L = WKV4_BWD_L;  // (wkv4.h) the backward keeps 6 values per step in registers
 
 template <typename TI>
 cudaError_t launch_forward(int B, int T, int C, const float* w, const float* u, const void* k, const void* v,
                            const float* aa_in, const float* bb_in, const float* pp_in, void* y, float* aa_out,
-                           float* bb_out, float* pp_out, float* tile_states, void* workspace, cudaStream_t stream) {
+                           float* bb_out, float* pp_out, float* seg_states, void* workspace, cudaStream_t stream) {
   const int G = (C + 31) / 32, J = wkv4_num_tiles(T);
   Workspace ws = carve(workspace, B * G, J);
   cudaError_t err = cudaMemsetAsync(workspace, 0, wkv4_workspace_bytes(B, T, C), stream);
   if (err != cudaSuccess) return err;
   wkv4_fwd_kernel<TI, FWD_L><<<(unsigned)((size_t)B * G * J), 32 * (WKV4_TILE / FWD_L), 0, stream>>>(
       B, T, C, G, J, w, u, static_cast<const TI*>(k), static_cast<const TI*>(v), aa_in, bb_in, pp_in,
-      static_cast<TI*>(y), aa_out, bb_out, pp_out, tile_states, ws);
+      static_cast<TI*>(y), aa_out, bb_out, pp_out, seg_states, ws);
   return cudaGetLastError();
 }
 
 template <typename TI>
 cudaError_t launch_backward(int B, int T, int C, const float* w, const float* u, const void* k, const void* v,
-                            const void* gy, const float* tile_states, const float* pp_out, const float* g_aa_out,
+                            const void* gy, const float* seg_states, const float* pp_out, const float* g_aa_out,
                             const float* g_bb_out, void* gk, void* gv, float* gw_part, float* gu_part,
                             float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace, cudaStream_t stream) {
   const int G = (C + 31) / 32, J = wkv4_num_tiles(T);
@@ -392,7 +385,7 @@ cudaError_t launch_backward(int B, int T, int C, const float* w, const float* u,
   if (err != cudaSuccess) return err;
   wkv4_bwd_kernel<TI, BWD_L><<<(unsigned)((size_t)B * G * J), 32 * (WKV4_TILE / BWD_L), 0, stream>>>(
       B, T, C, G, J, w, u, static_cast<const TI*>(k), static_cast<const TI*>(v), static_cast<const TI*>(gy),
-      tile_states, pp_out, g_aa_out, g_bb_out, static_cast<TI*>(gk), static_cast<TI*>(gv), gw_part, gu_part,
+      seg_states, pp_out, g_aa_out, g_bb_out, static_cast<TI*>(gk), static_cast<TI*>(gv), gw_part, gu_part,
       g_aa_in, g_bb_in, g_pp_in, ws);
   return cudaGetLastError();
 }
@@ -406,36 +399,36 @@ size_t wkv4_workspace_bytes(int B, int T, int C) {
 
 cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
                          const void* v, const float* aa_in, const float* bb_in, const float* pp_in, void* y,
-                         float* aa_out, float* bb_out, float* pp_out, float* tile_states, void* workspace,
+                         float* aa_out, float* bb_out, float* pp_out, float* seg_states, void* workspace,
                          cudaStream_t stream) {
   switch (dtype) {
     case 0:
       return launch_forward<float>(B, T, C, w, u, k, v, aa_in, bb_in, pp_in, y, aa_out, bb_out, pp_out,
-                                   tile_states, workspace, stream);
+                                   seg_states, workspace, stream);
     case 1:
       return launch_forward<__nv_bfloat16>(B, T, C, w, u, k, v, aa_in, bb_in, pp_in, y, aa_out, bb_out, pp_out,
-                                           tile_states, workspace, stream);
+                                           seg_states, workspace, stream);
     case 2:
       return launch_forward<__half>(B, T, C, w, u, k, v, aa_in, bb_in, pp_in, y, aa_out, bb_out, pp_out,
-                                    tile_states, workspace, stream);
+                                    seg_states, workspace, stream);
   }
   return cudaErrorInvalidValue;
 }
 
 cudaError_t wkv4_backward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
-                          const void* v, const void* gy, const float* tile_states, const float* pp_out,
+                          const void* v, const void* gy, const float* seg_states, const float* pp_out,
                           const float* g_aa_out, const float* g_bb_out, void* gk, void* gv, float* gw_part,
                           float* gu_part, float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace,
                           cudaStream_t stream) {
   switch (dtype) {
     case 0:
-      return launch_backward<float>(B, T, C, w, u, k, v, gy, tile_states, pp_out, g_aa_out, g_bb_out, gk, gv,
+      return launch_backward<float>(B, T, C, w, u, k, v, gy, seg_states, pp_out, g_aa_out, g_bb_out, gk, gv,
                                     gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
     case 1:
-      return launch_backward<__nv_bfloat16>(B, T, C, w, u, k, v, gy, tile_states, pp_out, g_aa_out, g_bb_out, gk,
+      return launch_backward<__nv_bfloat16>(B, T, C, w, u, k, v, gy, seg_states, pp_out, g_aa_out, g_bb_out, gk,
                                             gv, gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
     case 2:
-      return launch_backward<__half>(B, T, C, w, u, k, v, gy, tile_states, pp_out, g_aa_out, g_bb_out, gk, gv,
+      return launch_backward<__half>(B, T, C, w, u, k, v, gy, seg_states, pp_out, g_aa_out, g_bb_out, gk, gv,
                                      gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
   }
   return cudaErrorInvalidValue;

@@ -68,4 +68,6 @@ def test_neox_tokenizer_from_the_real_file(neox_tokenizer_path):
 
     tok = load_tokenizer("neox20b", str(neox_tokenizer_path))
     assert tok.encode("\nIn a shocking finding") == [187, 688, 247, 29103, 4560]
-    assert tok.vocab_size >= 50277 and tok.eos_token_id == 0
+    assert tok.vocab_size == 50277 and tok.eos_token_id == 0
+    # chat tokens appended to some copies of the file must not split plain words out of text
+    assert max(tok.encode("the assistant said RWKV <|im_start|>")) < 50277

@@ -111,7 +111,8 @@ def test_chunked_calls_with_state_carry_equal_one_call():
     y, state = wkv4_cuda(w, u, k, v, initial_wkv_state(3, 512, "cuda"))
     with torch.no_grad():  # no state given: the kernel starts from the empty state itself
         y_nostate, _ = wkv4_cuda(w, u, k, v)
-    assert torch.equal(y, y_nostate)
+    # equal to rounding: look-back combines carries in an order that depends on timing
+    assert rel_err(y_nostate, y) <= 1e-6
     parts, s = [], None
     for lo, hi in [(0, 1), (1, 129), (129, 1000), (1000, 1001), (1001, 3000)]:
         yi, s = wkv4_cuda(w, u, k[:, lo:hi], v[:, lo:hi], s)

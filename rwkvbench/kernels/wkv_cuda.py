@@ -13,21 +13,21 @@ class WKV4Function(torch.autograd.Function):
     def forward(ctx, w, u, k, v, aa, bb, pp):
         ext = load_extension()
         needs_grad = any(ctx.needs_input_grad)
-        y, aa_out, bb_out, pp_out, tiles = ext.forward(w, u, k, v, aa, bb, pp, needs_grad)
+        y, aa_out, bb_out, pp_out, seg_states = ext.forward(w, u, k, v, aa, bb, pp, needs_grad)
         if needs_grad:
-            ctx.save_for_backward(w, u, k, v, tiles, pp_out)
+            ctx.save_for_backward(w, u, k, v, seg_states, pp_out)
         return y, aa_out, bb_out, pp_out
 
     @staticmethod
     def backward(ctx, gy, g_aa, g_bb, g_pp):
         # g_pp needs no term of its own: (aa, bb, pp) stands for (aa e^pp, bb e^pp), and everything
         # downstream depends on those products only, so g_aa and g_bb already carry it.
-        w, u, k, v, tiles, pp_out = ctx.saved_tensors
+        w, u, k, v, seg_states, pp_out = ctx.saved_tensors
         if g_aa is not None or g_bb is not None:
             g_aa = torch.zeros_like(pp_out) if g_aa is None else g_aa.contiguous()
             g_bb = torch.zeros_like(pp_out) if g_bb is None else g_bb.contiguous()
         gy = torch.zeros_like(k) if gy is None else gy.to(k.dtype).contiguous()
-        gk, gv, gw, gu, ga, gb, gp = load_extension().backward(w, u, k, v, gy, tiles, pp_out, g_aa, g_bb)
+        gk, gv, gw, gu, ga, gb, gp = load_extension().backward(w, u, k, v, gy, seg_states, pp_out, g_aa, g_bb)
         return gw, gu, gk, gv, ga, gb, gp
 
 

@@ -194,13 +194,15 @@ def resolve_rwkv4(path: str | None, hub_repo: str | None, hub_file: str | None) 
         return Path(path).expanduser()
     if not hub_repo:
         raise CheckpointError("no checkpoint: give path= (a local .pth file or Hugging Face folder) or a hub repo")
-    if hub_file:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, snapshot_download
 
-        return Path(hf_hub_download(hub_repo, hub_file))
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(hub_repo, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+    try:
+        if hub_file:
+            return Path(hf_hub_download(hub_repo, hub_file))
+        return Path(snapshot_download(hub_repo, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+    except Exception as e:  # noqa: BLE001  (offline, or the hub refused)
+        raise CheckpointError(f"{hub_repo}/{hub_file or ''}: not cached and the hub is unreachable "
+                              f"({type(e).__name__}); give path= a local checkpoint") from None
 
 
 # ---- writing (tests, conversion) ----------------------------------------------------------------------

@@ -80,7 +80,8 @@ class TimeMix(nn.Module):
         v = _linear(self.value, _mix(x, xx, self.time_mix_v))
         r = torch.sigmoid(_linear(self.receptance, _mix(x, xx, self.time_mix_r)))
         y, wkv_state = wkv4(-torch.exp(self.time_decay), self.time_first, k, v, wkv_state)
-        return _linear(self.output, r * y).float(), x[:, -1], wkv_state
+        # clone: a view of the last token would keep the whole chunk's activations alive in the state
+        return _linear(self.output, r * y).float(), x[:, -1].clone(), wkv_state
 
 
 class ChannelMix(nn.Module):
@@ -96,7 +97,7 @@ class ChannelMix(nn.Module):
         xx = _shifted(x, x_last)
         k = torch.square(torch.relu(_linear(self.key, _mix(x, xx, self.time_mix_k))))
         r = torch.sigmoid(_linear(self.receptance, _mix(x, xx, self.time_mix_r)))
-        return (r * _linear(self.value, k)).float(), x[:, -1]
+        return (r * _linear(self.value, k)).float(), x[:, -1].clone()
 
 
 class Block(nn.Module):

@@ -3,11 +3,14 @@ one for tiny test models, so the offline default needs no download."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Protocol
 
 NEOX20B_HUB_REPO = "EleutherAI/gpt-neox-20b"
+# GPT-NeoX-20B's vocabulary (RWKV-4-Pile heads have exactly this many rows; Pythia pads to 50304+).
+NEOX20B_VOCAB = 50277
 # Where a local copy of 20B_tokenizer.json may be found, before falling back to the hub.
 NEOX20B_ENV = "RWKVBENCH_NEOX_TOKENIZER"
 
@@ -37,13 +40,18 @@ class ByteTokenizer:
 
 
 class HFTokenizer:
-    """A `tokenizers` JSON file (e.g. 20B_tokenizer.json)."""
+    """A `tokenizers` JSON file (e.g. 20B_tokenizer.json). max_vocab drops added tokens at or past that
+    id: copies of 20B_tokenizer.json circulate with chat tokens appended (<|im_start|>, "assistant",
+    "RWKV" at 50277+), which would split those words out of plain text and index past the head."""
 
-    def __init__(self, path: str | Path, name: str = "neox20b"):
+    def __init__(self, path: str | Path, name: str = "neox20b", max_vocab: int | None = None):
         from tokenizers import Tokenizer as _Tok
 
         try:
-            self._tok = _Tok.from_file(str(path))
+            spec = json.loads(Path(path).read_text(encoding="utf-8"))
+            if max_vocab is not None:
+                spec["added_tokens"] = [t for t in spec.get("added_tokens", []) if t["id"] < max_vocab]
+            self._tok = _Tok.from_str(json.dumps(spec))
         except Exception as e:  # tokenizers raises a bare Exception with a serde message
             raise ValueError(f"{path}: not a readable tokenizers JSON file ({e})") from None
         self.name = name
@@ -69,7 +77,11 @@ def load_tokenizer(name: str = "neox20b", path: str | None = None) -> Tokenizer:
     if path is None:
         from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(NEOX20B_HUB_REPO, "tokenizer.json")
+        try:
+            path = hf_hub_download(NEOX20B_HUB_REPO, "tokenizer.json")
+        except Exception as e:  # noqa: BLE001  (offline, or the hub refused)
+            raise FileNotFoundError(f"GPT-NeoX-20B tokenizer: not cached and the hub is unreachable ({type(e).__name__}); "
+                                    f"give tokenizer_path= a 20B_tokenizer.json or set ${NEOX20B_ENV}") from None
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: tokenizer file not found (expected the GPT-NeoX-20B tokenizer JSON)")
-    return HFTokenizer(path, name="neox20b")
+    return HFTokenizer(path, name="neox20b", max_vocab=NEOX20B_VOCAB)

@@ -68,7 +68,8 @@ class HFCausalLM(SequenceModel):
                 self._decode_forward, self._decode_config = self.model.forward, "sdpa+static_cache"
                 out = self._decode_forward(**kwargs)
             state.length += 1
-            return out.logits[:, -1].float(), state
+            # copy: a compiled (CUDA-graph) forward reuses its output buffer on the next step
+            return out.logits[:, -1].to(torch.float32, copy=True), state
         return self.prefill(ids, state, logits="last")
 
     @torch.inference_mode()
