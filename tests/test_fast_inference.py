@@ -74,3 +74,18 @@ def test_rwkv_prefill_memory_does_not_grow_with_context():
         model.prefill(ids, logits="last")
         peaks.append(torch.cuda.max_memory_allocated() - base)
     assert peaks[1] < 1.5 * peaks[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [("fp32", 1e-4), ("fp16", 2e-2)])
+def test_rwkv_compiled_prefill_equals_plain_prefill(dtype, tol):
+    model = load_model("rwkv4_tiny", device="cuda", dtype=dtype)
+    model.prefill_chunk = 96
+    ids = torch.randint(0, 257, (2, 250), device="cuda")
+    fast, fast_state = model.prefill(ids)
+    assert model.prefill_config.endswith("+compiled")
+    model.compile_prefill = False
+    ref, ref_state = model.prefill(ids)
+    assert rel_err(fast, ref) <= tol
+    for a, b in zip(fast_state.tensors()[:2], ref_state.tensors()[:2]):
+        assert rel_err(a, b) <= tol

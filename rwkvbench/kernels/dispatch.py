@@ -40,7 +40,8 @@ def wkv4(w, u, k, v, state=None):
     """WKV-4 over (B, T, C) keys and values with state carry. See wkv_reference for the contract."""
     # One step is a handful of elementwise ops: the plain expression, which a compiled decode step
     # fuses into its neighbours, beats launching the scan kernel.
-    if k.shape[1] > 1 and use_cuda_kernel(k):
+    # Inside torch.compile the choice was made before compiling (the kernel is a custom op there).
+    if k.shape[1] > 1 and (torch.compiler.is_compiling() or use_cuda_kernel(k)):
         from rwkvbench.kernels.wkv_cuda import wkv4_cuda
 
         return wkv4_cuda(w, u, k, v, state)

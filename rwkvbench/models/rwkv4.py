@@ -12,9 +12,11 @@ input can be fed in chunks.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rwkvbench.kernels import initial_wkv_state, wkv4
@@ -57,8 +59,38 @@ def _shifted(x, last):
     return torch.cat([last.unsqueeze(1), x[:, :-1]], dim=1)
 
 
-def _linear(layer: nn.Linear, x):
-    return layer(x.to(layer.weight.dtype))
+def _mm(x, weight):
+    """x @ weight.T in the weight's dtype (fp32, bf16 or fp16)."""
+    return F.linear(x.to(weight.dtype), weight)
+
+
+def _layer_norm(x, weight, bias):
+    return F.layer_norm(x, x.shape[-1:], weight, bias, 1e-5)
+
+
+def time_mix(x, x_last, wkv_state, decay, first, mix_k, mix_v, mix_r, W_k, W_v, W_r, W_o):
+    xx = _shifted(x, x_last)
+    k = _mm(_mix(x, xx, mix_k), W_k)
+    v = _mm(_mix(x, xx, mix_v), W_v)
+    r = torch.sigmoid(_mm(_mix(x, xx, mix_r), W_r))
+    y, wkv_state = wkv4(-torch.exp(decay), first, k, v, wkv_state)
+    # clone: a view of the last token would keep the whole chunk's activations alive in the state
+    return _mm(r * y, W_o).float(), x[:, -1].clone(), wkv_state
+
+
+def channel_mix(x, x_last, mix_k, mix_r, W_k, W_r, W_v):
+    xx = _shifted(x, x_last)
+    k = torch.square(torch.relu(_mm(_mix(x, xx, mix_k), W_k)))
+    r = torch.sigmoid(_mm(_mix(x, xx, mix_r), W_r))
+    return (r * _mm(k, W_v)).float(), x[:, -1].clone()
+
+
+def block_step(x, att_x, a, b, p, ffn_x, ln1_w, ln1_b, ln2_w, ln2_b, att_weights, ffn_weights):
+    """One block as a pure function of tensors: compiled once, it serves every layer (same shapes)."""
+    att, att_x, (a, b, p) = time_mix(_layer_norm(x, ln1_w, ln1_b), att_x, (a, b, p), *att_weights)
+    x = x + att
+    ffn, ffn_x = channel_mix(_layer_norm(x, ln2_w, ln2_b), ffn_x, *ffn_weights)
+    return x + ffn, att_x, a, b, p, ffn_x
 
 
 class TimeMix(nn.Module):
@@ -74,14 +106,9 @@ class TimeMix(nn.Module):
             nn.Linear(C, C, bias=False, dtype=dtype, device=device) for _ in range(4)
         )
 
-    def forward(self, x, x_last, wkv_state):
-        xx = _shifted(x, x_last)
-        k = _linear(self.key, _mix(x, xx, self.time_mix_k))
-        v = _linear(self.value, _mix(x, xx, self.time_mix_v))
-        r = torch.sigmoid(_linear(self.receptance, _mix(x, xx, self.time_mix_r)))
-        y, wkv_state = wkv4(-torch.exp(self.time_decay), self.time_first, k, v, wkv_state)
-        # clone: a view of the last token would keep the whole chunk's activations alive in the state
-        return _linear(self.output, r * y).float(), x[:, -1].clone(), wkv_state
+    def weights(self):
+        return (self.time_decay, self.time_first, self.time_mix_k, self.time_mix_v, self.time_mix_r,
+                self.key.weight, self.value.weight, self.receptance.weight, self.output.weight)
 
 
 class ChannelMix(nn.Module):
@@ -93,11 +120,8 @@ class ChannelMix(nn.Module):
         self.receptance = nn.Linear(C, C, bias=False, dtype=dtype, device=device)
         self.value = nn.Linear(F_, C, bias=False, dtype=dtype, device=device)
 
-    def forward(self, x, x_last):
-        xx = _shifted(x, x_last)
-        k = torch.square(torch.relu(_linear(self.key, _mix(x, xx, self.time_mix_k))))
-        r = torch.sigmoid(_linear(self.receptance, _mix(x, xx, self.time_mix_r)))
-        return (r * _linear(self.value, k)).float(), x[:, -1].clone()
+    def weights(self):
+        return (self.time_mix_k, self.time_mix_r, self.key.weight, self.receptance.weight, self.value.weight)
 
 
 class Block(nn.Module):
@@ -112,12 +136,12 @@ class Block(nn.Module):
         self.att = TimeMix(C, dtype, device)
         self.ffn = ChannelMix(C, shape.dim_ffn, dtype, device)
 
-    def forward(self, x, s: RWKV4State, i: int, new: list):
-        att, att_x, (a, b, p) = self.att(self.ln1(x), s.att_x[i], (s.att_a[i], s.att_b[i], s.att_p[i]))
-        x = x + att
-        ffn, ffn_x = self.ffn(self.ln2(x), s.ffn_x[i])
-        new.append((att_x, a, b, p, ffn_x))
-        return x + ffn
+    def forward(self, x, s: RWKV4State, i: int, new: list, step=block_step):
+        x, *layer_state = step(x, s.att_x[i], s.att_a[i], s.att_b[i], s.att_p[i], s.ffn_x[i],
+                               self.ln1.weight, self.ln1.bias, self.ln2.weight, self.ln2.bias,
+                               self.att.weights(), self.ffn.weights())
+        new.append(layer_state)
+        return x
 
 
 class RWKV4(nn.Module):
@@ -131,21 +155,22 @@ class RWKV4(nn.Module):
         self.ln_out = nn.LayerNorm(shape.n_embd, dtype=torch.float32, device=device)
         self.head = nn.Linear(shape.n_embd, shape.vocab_size, bias=False, dtype=dtype, device=device)
 
-    def forward(self, ids: torch.Tensor, state: RWKV4State | None, logits: str = "all"):
-        """ids (B, T) -> logits (B, T, V) fp32 ((B, V) for "last", None for "none") and the new state."""
+    def forward(self, ids: torch.Tensor, state: RWKV4State | None, logits: str = "all", step=block_step):
+        """ids (B, T) -> logits (B, T, V) fp32 ((B, V) for "last", None for "none") and the new state.
+        `step` is block_step or a compiled version of it."""
         B, _ = ids.shape
         if state is None:
             state = RWKV4State.empty(self.shape.n_layer, B, self.shape.n_embd, ids.device)
         x = self.blocks[0].ln0(self.emb(ids).float())
         new: list = []
         for i, block in enumerate(self.blocks):
-            x = block(x, state, i, new)
+            x = block(x, state, i, new, step)
         state = RWKV4State(*(torch.stack(t) for t in zip(*new)))
         if logits == "none":
             return None, state
         if logits == "last":
             x = x[:, -1]
-        return _linear(self.head, self.ln_out(x)).float(), state
+        return _mm(self.ln_out(x), self.head.weight).float(), state
 
 
 class RWKV4Model(SequenceModel):
@@ -157,12 +182,34 @@ class RWKV4Model(SequenceModel):
 
     family = "rwkv"
 
-    def __init__(self, net: RWKV4, tokenizer: Tokenizer, name: str = "rwkv4", prefill_chunk: int = 4096):
+    def __init__(self, net: RWKV4, tokenizer: Tokenizer, name: str = "rwkv4", prefill_chunk: int = 4096,
+                 compile_prefill: bool = True):
         self.net = net.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
         self.prefill_chunk = prefill_chunk
+        self.compile_prefill = compile_prefill
+        self._compiled_step = None
         self._decoder = None
+
+    def _block_step(self):
+        """On CUDA with our kernel: the block compiled (elementwise work fused), else the plain one."""
+        if not self.compile_prefill or not _cuda_kernel_applies(self.net):
+            return block_step
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(block_step, dynamic=False)
+        return self._compiled_step
+
+    def _run(self, ids, state, mode):
+        step = self._block_step()
+        try:
+            return self.net(ids, state, mode, step)
+        except Exception as e:  # noqa: BLE001  (a compiler failure: run uncompiled, say so)
+            if step is block_step:
+                raise
+            warnings.warn(f"rwkvbench: compiled prefill failed, running it uncompiled: {e}", stacklevel=3)
+            self.compile_prefill = False
+            return self.net(ids, state, mode)
 
     @torch.inference_mode()
     def prefill(self, ids, state: RWKV4State | None = None, *, logits: str = "all"):
@@ -172,7 +219,7 @@ class RWKV4Model(SequenceModel):
         for lo in range(0, T, self.prefill_chunk):
             last_chunk = lo + self.prefill_chunk >= T
             mode = logits if logits == "all" or last_chunk else "none"
-            out, state = self.net(ids[:, lo : lo + self.prefill_chunk], state, mode)
+            out, state = self._run(ids[:, lo : lo + self.prefill_chunk], state, mode)
             outputs.append(out)
         return (torch.cat(outputs, dim=1) if logits == "all" else outputs[-1]), state
 
@@ -200,10 +247,9 @@ class RWKV4Model(SequenceModel):
 
     @property
     def prefill_config(self) -> str:
-        from rwkvbench.kernels.dispatch import use_cuda_kernel
-
-        wkv = "cuda_wkv" if use_cuda_kernel(self.net.head.weight) else "reference_wkv"
-        return f"chunk{self.prefill_chunk}+{wkv}"
+        if not _cuda_kernel_applies(self.net):
+            return f"chunk{self.prefill_chunk}+reference_wkv"
+        return f"chunk{self.prefill_chunk}+cuda_wkv" + ("+compiled" if self.compile_prefill else "")
 
     def state_nbytes(self, state: RWKV4State) -> int:
         return sum(t.numel() * t.element_size() for t in state.tensors())
@@ -233,6 +279,12 @@ class RWKV4Model(SequenceModel):
     @property
     def device(self) -> torch.device:
         return self.net.head.weight.device
+
+
+def _cuda_kernel_applies(net: RWKV4) -> bool:
+    from rwkvbench.kernels.dispatch import use_cuda_kernel
+
+    return use_cuda_kernel(net.head.weight)
 
 
 def build_rwkv4(sd: dict, shape: RWKV4Shape, dtype=torch.float32, device="cpu") -> RWKV4:
