@@ -74,15 +74,14 @@ def time_mix(x, x_last, wkv_state, decay, first, mix_k, mix_v, mix_r, W_k, W_v, 
     v = _mm(_mix(x, xx, mix_v), W_v)
     r = torch.sigmoid(_mm(_mix(x, xx, mix_r), W_r))
     y, wkv_state = wkv4(-torch.exp(decay), first, k, v, wkv_state)
-    # clone: a view of the last token would keep the whole chunk's activations alive in the state
-    return _mm(r * y, W_o).float(), x[:, -1].clone(), wkv_state
+    return _mm(r * y, W_o).float(), x[:, -1], wkv_state
 
 
 def channel_mix(x, x_last, mix_k, mix_r, W_k, W_r, W_v):
     xx = _shifted(x, x_last)
     k = torch.square(torch.relu(_mm(_mix(x, xx, mix_k), W_k)))
     r = torch.sigmoid(_mm(_mix(x, xx, mix_r), W_r))
-    return (r * _mm(k, W_v)).float(), x[:, -1].clone()
+    return (r * _mm(k, W_v)).float(), x[:, -1]
 
 
 def block_step(x, att_x, a, b, p, ffn_x, ln1_w, ln1_b, ln2_w, ln2_b, att_weights, ffn_weights):
@@ -140,7 +139,9 @@ class Block(nn.Module):
         x, *layer_state = step(x, s.att_x[i], s.att_a[i], s.att_b[i], s.att_p[i], s.ffn_x[i],
                                self.ln1.weight, self.ln1.bias, self.ln2.weight, self.ln2.bias,
                                self.att.weights(), self.ffn.weights())
-        new.append(layer_state)
+        # Copies, made here and not inside `step`: a view of the last token (which a compiled step
+        # returns even for a clone) would keep the whole chunk's activations alive in the state.
+        new.append([t.clone() for t in layer_state])
         return x
 
 
