@@ -13,29 +13,20 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import tempfile
 
 import torch
+
+from rwkvbench.timing import median_ms
 
 os.environ.setdefault("RWKV_CUDA_ON", "1")
 PREFILL = [1024, 4096, 16384]
 DECODE_AT = [1024, 4096, 16384]
 
 
-def ms(fn, repeats=5, warmup=2):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b))
-    return statistics.median(out)
 
+def ms(fn, repeats=5, warmup=2):
+    return median_ms(fn, "cuda", repeats, warmup)
 
 def peak_gib(fn):
     torch.cuda.synchronize()

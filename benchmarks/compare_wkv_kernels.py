@@ -12,26 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 
 import torch
+
+from rwkvbench.timing import median_ms
 
 os.environ.setdefault("RWKV_CUDA_ON", "1")
 SHAPES = [(1, 4096, 2048), (1, 16384, 2048), (1, 16384, 768), (1, 65536, 2048), (8, 4096, 2048)]
 
-
-def median_ms(fn, repeats=50, warmup=5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 def copy_bandwidth() -> float:

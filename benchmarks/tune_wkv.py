@@ -7,9 +7,10 @@ shapes the issue's bars name, in one device call. Builds run in parallel process
 from __future__ import annotations
 
 import concurrent.futures as cf
-import statistics
 
 import torch
+
+from rwkvbench.timing import median_ms
 
 VARIANTS = [
     (),
@@ -26,19 +27,6 @@ def build(defines):
 
     return load_extension(defines) is not None
 
-
-def median_ms(fn, repeats=30, warmup=5):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b))
-    return statistics.median(out)
 
 
 def main():

@@ -31,3 +31,11 @@ def repeat_ms(fn, device: torch.device, repeats: int, warmup: int) -> list[float
 def summarize(times: list[float]) -> tuple[float, float]:
     """Median and spread (standard deviation; 0 for a single sample)."""
     return statistics.median(times), (statistics.stdev(times) if len(times) > 1 else 0.0)
+
+
+def median_ms(fn, device=None, repeats: int = 30, warmup: int = 5) -> float:
+    """Median duration of fn in ms after warm-up (CUDA events on GPU)."""
+    import statistics
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return statistics.median(repeat_ms(fn, device, repeats, warmup))

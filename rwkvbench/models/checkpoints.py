@@ -55,38 +55,40 @@ class RWKV4Shape:
 
 
 # ---- names: Hugging Face (transformers' RwkvForCausalLM) <-> BlinkDL --------------------------------
-# (hf pattern, blinkdl pattern); applied as whole-name regex substitutions.
-_HF_TO_BLINKDL = [
-    (r"^rwkv\.embeddings\.weight$", "emb.weight"),
-    (r"^rwkv\.blocks\.0\.pre_ln\.", "blocks.0.ln0."),
-    (r"^rwkv\.blocks\.(\d+)\.attention\.time_mix_key$", r"blocks.\1.att.time_mix_k"),
-    (r"^rwkv\.blocks\.(\d+)\.attention\.time_mix_value$", r"blocks.\1.att.time_mix_v"),
-    (r"^rwkv\.blocks\.(\d+)\.attention\.time_mix_receptance$", r"blocks.\1.att.time_mix_r"),
-    (r"^rwkv\.blocks\.(\d+)\.attention\.", r"blocks.\1.att."),
-    (r"^rwkv\.blocks\.(\d+)\.feed_forward\.time_mix_key$", r"blocks.\1.ffn.time_mix_k"),
-    (r"^rwkv\.blocks\.(\d+)\.feed_forward\.time_mix_receptance$", r"blocks.\1.ffn.time_mix_r"),
-    (r"^rwkv\.blocks\.(\d+)\.feed_forward\.", r"blocks.\1.ffn."),
-    (r"^rwkv\.blocks\.(\d+)\.(ln[12])\.", r"blocks.\1.\2."),
-    (r"^rwkv\.ln_out\.", "ln_out."),
-]
-_BLINKDL_TO_HF = [
-    (r"^emb\.weight$", "rwkv.embeddings.weight"),
-    (r"^blocks\.0\.ln0\.", "rwkv.blocks.0.pre_ln."),
-    (r"^blocks\.(\d+)\.att\.time_mix_k$", r"rwkv.blocks.\1.attention.time_mix_key"),
-    (r"^blocks\.(\d+)\.att\.time_mix_v$", r"rwkv.blocks.\1.attention.time_mix_value"),
-    (r"^blocks\.(\d+)\.att\.time_mix_r$", r"rwkv.blocks.\1.attention.time_mix_receptance"),
-    (r"^blocks\.(\d+)\.att\.", r"rwkv.blocks.\1.attention."),
-    (r"^blocks\.(\d+)\.ffn\.time_mix_k$", r"rwkv.blocks.\1.feed_forward.time_mix_key"),
-    (r"^blocks\.(\d+)\.ffn\.time_mix_r$", r"rwkv.blocks.\1.feed_forward.time_mix_receptance"),
-    (r"^blocks\.(\d+)\.ffn\.", r"rwkv.blocks.\1.feed_forward."),
-    (r"^blocks\.(\d+)\.(ln[12])\.", r"rwkv.blocks.\1.\2."),
-    (r"^ln_out\.", "rwkv.ln_out."),
+# (Hugging Face, BlinkDL) name templates; {i} is a layer number, a trailing "." maps a whole prefix.
+# The first match wins, so specific names come before the prefixes that contain them.
+_NAMES = [
+    ("rwkv.embeddings.weight", "emb.weight"),
+    ("rwkv.blocks.0.pre_ln.", "blocks.0.ln0."),
+    ("rwkv.blocks.{i}.attention.time_mix_key", "blocks.{i}.att.time_mix_k"),
+    ("rwkv.blocks.{i}.attention.time_mix_value", "blocks.{i}.att.time_mix_v"),
+    ("rwkv.blocks.{i}.attention.time_mix_receptance", "blocks.{i}.att.time_mix_r"),
+    ("rwkv.blocks.{i}.attention.", "blocks.{i}.att."),
+    ("rwkv.blocks.{i}.feed_forward.time_mix_key", "blocks.{i}.ffn.time_mix_k"),
+    ("rwkv.blocks.{i}.feed_forward.time_mix_receptance", "blocks.{i}.ffn.time_mix_r"),
+    ("rwkv.blocks.{i}.feed_forward.", "blocks.{i}.ffn."),
+    ("rwkv.blocks.{i}.ln1.", "blocks.{i}.ln1."),
+    ("rwkv.blocks.{i}.ln2.", "blocks.{i}.ln2."),
+    ("rwkv.ln_out.", "ln_out."),
 ]
 
 
-def _rename(name: str, table) -> str:
-    for pattern, repl in table:
-        new, n = re.subn(pattern, repl, name)
+def _rules(forward: bool):
+    """(regex, replacement) per template pair, in the chosen direction."""
+    rules = []
+    for hf, blinkdl in _NAMES:
+        src, dst = (hf, blinkdl) if forward else (blinkdl, hf)
+        pattern = "^" + re.escape(src).replace(r"\{i\}", r"(\d+)") + ("" if src.endswith(".") else "$")
+        rules.append((re.compile(pattern), dst.replace("{i}", r"\1")))
+    return rules
+
+
+_HF_TO_BLINKDL, _BLINKDL_TO_HF = _rules(True), _rules(False)
+
+
+def _rename(name: str, rules) -> str:
+    for pattern, repl in rules:
+        new, n = pattern.subn(repl, name)
         if n:
             return new
     return name  # head.weight is the same in both
