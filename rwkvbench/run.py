@@ -4,6 +4,7 @@ append tidy rows, print a summary. Data flows one way: config -> model -> evalua
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,10 @@ def summary(df: pd.DataFrame) -> str:
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> ResultsWriter:
+    from rwkvbench.kernels.dispatch import KERNEL_ENV, kernel_choice
+
+    os.environ[KERNEL_ENV] = cfg.get("wkv_kernel") or "auto"
+    kernel_choice()  # a bad value fails here, before any model loads
     writer = ResultsWriter(out_dir)
     for mcfg in model_configs(cfg):
         model = load_model(mcfg)

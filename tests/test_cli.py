@@ -51,3 +51,30 @@ def test_cli_unknown_model_names_the_valid_ones(tmp_path):
                          text=True, timeout=120)
     assert out.returncode != 0
     assert "rwkv9" in out.stderr and "rwkv4_1b5" in out.stderr
+
+
+def test_wkv_kernel_key_sets_the_path_and_rejects_bad_values(tmp_path, monkeypatch):
+    from rwkvbench.kernels.dispatch import KERNEL_ENV
+
+    monkeypatch.setenv(KERNEL_ENV, "auto")
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["device=cpu", "task=latency", "compare=false",
+                                                       "task.parts.0.context_lens=[8]", "wkv_kernel=reference"])
+        bad = compose(config_name="config", overrides=["wkv_kernel=fast"])
+    run(cfg, tmp_path)
+    import os
+
+    assert os.environ[KERNEL_ENV] == "reference"
+    with pytest.raises(ValueError, match="RWKVBENCH_WKV='fast'; expected auto, cuda or reference"):
+        run(bad, tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_multirun_writes_one_results_file_per_job(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "rwkvbench", "-m", "model=rwkv4_tiny,neox_tiny", "compare=false", "task=latency",
+         "task.parts.0.context_lens=[8]", "device=cpu", f"hydra.sweep.dir={tmp_path}/sweep"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    files = sorted((tmp_path / "sweep").glob("*/results.parquet"))
+    assert [read_results(f).model.unique().tolist() for f in files] == [["rwkv4_tiny"], ["neox_tiny"]]
