@@ -9,11 +9,15 @@ from rwkvbench.config import conf_dir
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
+    from rwkvbench.plots import save_plots
     from rwkvbench.run import run, summary
 
     writer = run(cfg, HydraConfig.get().runtime.output_dir)
-    print(summary(writer.read()))
+    results = writer.read()
+    print(summary(results))
     print(f"[rwkvbench] results: {writer.path} (and {writer.path.with_suffix('.csv').name})")
+    for path in save_plots(results, writer.dir):
+        print(f"[rwkvbench] plot: {path}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def test_cli_subprocess_from_another_directory(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "results:" in out.stdout
     assert len(read_results(tmp_path / "run")) > 0
+    assert (tmp_path / "run" / "efficiency.png").stat().st_size > 10_000 and "plot:" in out.stdout
 
 
 def test_cli_unknown_model_names_the_valid_ones(tmp_path):
