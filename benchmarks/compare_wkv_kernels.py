@@ -16,6 +16,7 @@ import os
 import torch
 
 from rwkvbench.timing import median_ms
+from wkv_inputs import random_wkv_inputs
 
 os.environ.setdefault("RWKV_CUDA_ON", "1")
 SHAPES = [(1, 4096, 2048), (1, 16384, 2048), (1, 16384, 768), (1, 65536, 2048), (8, 4096, 2048)]
@@ -52,11 +53,7 @@ def main():
     print(f"device: {torch.cuda.get_device_name()}, copy bandwidth {bw / 1e12:.2f} TB/s")
     rows = []
     for B, T, C in SHAPES:
-        g = torch.Generator(device="cuda").manual_seed(0)
-        w = -torch.exp(torch.empty(C, device="cuda").uniform_(-6, 3, generator=g))
-        u = torch.randn(C, device="cuda", generator=g) * 0.5
-        k = torch.randn(B, T, C, device="cuda", generator=g) * 2
-        v = torch.randn(B, T, C, device="cuda", generator=g)
+        w, u, k, v = random_wkv_inputs(B, T, C)
         floor_ms = 3 * k.numel() * 4 / bw * 1e3
         ext = load_extension()
         ours = median_ms(lambda: ext.forward(w, u, k, v, None, None, None, False))  # the kernel alone

@@ -11,17 +11,11 @@ Record a new baseline with --benchmark-save=baseline instead of the two compare 
 
 import pytest
 import torch
+from wkv_inputs import random_wkv_inputs
 
 SHAPES = [(1, 4096, 2048), (1, 16384, 2048), (1, 16384, 768), (1, 65536, 2048), (8, 4096, 2048)]
 
 
-def make(B, T, C, dtype=torch.float32, grad=False):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    w = -torch.exp(torch.empty(C, device="cuda").uniform_(-6, 3, generator=g))
-    u = torch.randn(C, device="cuda", generator=g) * 0.5
-    k = (torch.randn(B, T, C, device="cuda", generator=g) * 2).to(dtype).requires_grad_(grad)
-    v = torch.randn(B, T, C, device="cuda", generator=g).to(dtype).requires_grad_(grad)
-    return w, u, k, v
 
 
 def bench(benchmark, fn):
@@ -36,7 +30,7 @@ def bench(benchmark, fn):
 def test_forward_fp32(benchmark, B, T, C):
     from rwkvbench.kernels.wkv_cuda import wkv4_cuda
 
-    w, u, k, v = make(B, T, C)
+    w, u, k, v = random_wkv_inputs(B, T, C)
     bench(benchmark, lambda: wkv4_cuda(w, u, k, v))
 
 
@@ -44,7 +38,7 @@ def test_forward_fp32(benchmark, B, T, C):
 def test_forward_backward_fp32(benchmark, B, T, C):
     from rwkvbench.kernels.wkv_cuda import wkv4_cuda
 
-    w, u, k, v = make(B, T, C, grad=True)
+    w, u, k, v = random_wkv_inputs(B, T, C, grad=True)
     gy = torch.randn(B, T, C, device="cuda")
 
     def fwd_bwd():

@@ -11,6 +11,7 @@ import concurrent.futures as cf
 import torch
 
 from rwkvbench.timing import median_ms
+from wkv_inputs import random_wkv_inputs
 
 VARIANTS = [
     (),
@@ -44,12 +45,8 @@ def main():
         ext = load_extension(defines)
         cells = []
         for B, T, C in SHAPES:
-            g = torch.Generator(device="cuda").manual_seed(0)
-            w = -torch.exp(torch.empty(C, device="cuda").uniform_(-6, 3, generator=g))
-            u = torch.randn(C, device="cuda", generator=g) * 0.5
-            k = torch.randn(B, T, C, device="cuda", generator=g) * 2
-            v = torch.randn(B, T, C, device="cuda", generator=g)
-            gy = torch.randn(B, T, C, device="cuda", generator=g)
+            w, u, k, v = random_wkv_inputs(B, T, C)
+            gy = torch.randn_like(k)
             s0 = [torch.zeros(B, C, device="cuda"), torch.zeros(B, C, device="cuda"),
                   torch.full((B, C), -1e38, device="cuda")]
             fwd = median_ms(lambda: ext.forward(w, u, k, v, *s0, False))
