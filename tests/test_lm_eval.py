@@ -222,3 +222,9 @@ def test_cli_unknown_task_names_the_valid_ones(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rwkvbench", "task=lambda"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode != 0 and "lambada" in out.stderr and "paper_zero_shot" in out.stderr
+
+
+def test_simple_evaluate_takes_the_model_by_name(tmp_path, fixture_tasks):
+    out = lm_eval.simple_evaluate(model="rwkvbench", model_args="model=rwkv4_tiny,device=cpu",
+                                  tasks=task_dicts(fixture_tasks)[1:2], limit=3, bootstrap_iters=0, log_samples=False)
+    assert out["results"]["my_mc"]["acc,none"] >= 0

@@ -1,7 +1,7 @@
 """lm-evaluation-harness model over any SequenceModel, registered in lm-eval's registry as "rwkvbench".
 
     lm_eval.simple_evaluate(model=SequenceModelLM(load_model("rwkv4_1b5")), tasks=[...])
-    lm_eval --model rwkvbench --model_args model=rwkv4_169m,path=...,device=cuda --tasks lambada_openai
+    lm_eval.simple_evaluate(model="rwkvbench", model_args="model=rwkv4_169m,path=...,device=cuda", tasks=[...])
 
 Tokenisation and context/continuation splitting come from lm-eval's TemplateLM, as for its `hf` model.
 Scoring reuses prefixes: requests that share a context (the choices of a multiple-choice question)
