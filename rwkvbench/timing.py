@@ -35,7 +35,5 @@ def summarize(times: list[float]) -> tuple[float, float]:
 
 def median_ms(fn, device=None, repeats: int = 30, warmup: int = 5) -> float:
     """Median duration of fn in ms after warm-up (CUDA events on GPU)."""
-    import statistics
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return statistics.median(repeat_ms(fn, device, repeats, warmup))

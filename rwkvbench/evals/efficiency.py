@@ -11,13 +11,11 @@ An out-of-memory point is a row (metric "oom"), not a crash, and every point is 
 
 from __future__ import annotations
 
-import time
-
 import torch
 from tqdm.auto import tqdm
 
 from rwkvbench.evals import register
-from rwkvbench.timing import repeat_ms, summarize
+from rwkvbench.timing import repeat_ms, summarize, timed_ms
 
 
 def _peak_reset(device):
@@ -39,12 +37,9 @@ def _repeats_within(budget_s: float, first_s: float, repeats: int) -> int:
 def measure_prefill(model, ids, repeats: int, warmup: int, budget_s: float) -> list[dict]:
     dev = model.device
     _peak_reset(dev)
-    t0 = time.perf_counter()
-    model.prefill(ids, logits="last")
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    n = _repeats_within(budget_s, time.perf_counter() - t0, repeats)
-    times = repeat_ms(lambda: model.prefill(ids, logits="last"), dev, n, warmup if n == repeats else 0)
+    prefill = lambda: model.prefill(ids, logits="last")  # noqa: E731
+    n = _repeats_within(budget_s, timed_ms(prefill, dev) / 1e3, repeats)
+    times = repeat_ms(prefill, dev, n, warmup if n == repeats else 0)
     med, sd = summarize(times)
     B, T = ids.shape
     rows = [{"metric": "prefill_ms", "value": med, "stderr": sd, "n": n},
