@@ -84,8 +84,3 @@ std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Ten
   const std::vector<int64_t> batch_and_tiles{0, 1};
   return {gk, gv, gw_part.sum(batch_and_tiles), gu_part.sum(batch_and_tiles), g_aa, g_bb, g_pp};
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "WKV-4 forward (chunked-parallel scan)");
-  m.def("backward", &backward, "WKV-4 backward (chunked-parallel reverse scan)");
-}

@@ -15,10 +15,11 @@ gpu = pytest.mark.gpu
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-def test_kernel_source_compiles_with_nvcc(tmp_path):
+@pytest.mark.parametrize("source", ["wkv4_kernels.cu", "rwkv4_decode.cu"])
+def test_kernel_source_compiles_with_nvcc(tmp_path, source):
     """csrc/ has no torch headers in its kernels: a syntax error shows here, without a GPU."""
     out = subprocess.run(["nvcc", "-c", "-std=c++17", "-O3", "-gencode=arch=compute_90,code=sm_90",
-                          str(csrc_dir() / "wkv4_kernels.cu"), "-o", str(tmp_path / "wkv4.o")],
+                          str(csrc_dir() / source), "-o", str(tmp_path / "kernel.o")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 

@@ -1,4 +1,4 @@
-"""Build the CUDA WKV extension (csrc/) on first use with torch's cpp_extension + ninja, into a cache
+"""Build the CUDA extension (csrc/: the WKV scan and the fused decode stages) on first use with torch's cpp_extension + ninja, into a cache
 folder keyed by the sources, so later imports load it in a second."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 import warnings
 from pathlib import Path
 
-SOURCES = ("wkv4_binding.cpp", "wkv4_kernels.cu")
+SOURCES = ("extension.cpp", "wkv4_binding.cpp", "wkv4_kernels.cu", "rwkv4_decode_binding.cpp", "rwkv4_decode.cu")
 
 
 def csrc_dir() -> Path:
@@ -23,7 +23,7 @@ def csrc_dir() -> Path:
 
 def _cache_dir(sources: list[Path], defines: tuple) -> Path:
     digest = hashlib.sha256(repr(defines).encode())
-    for src in sources + [csrc_dir() / "wkv4.h"]:
+    for src in sources + sorted(csrc_dir().glob("*.h")):
         digest.update(src.read_bytes())
     root = Path(os.environ.get("RWKVBENCH_CACHE", Path.home() / ".cache" / "rwkvbench"))
     path = root / "wkv4" / digest.hexdigest()[:16]

@@ -1,0 +1,23 @@
+// The Python module: WKV-4 scan (wkv4_binding.cpp) and the fused decode stages (rwkv4_decode_binding.cpp).
+#include <torch/extension.h>
+
+std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v,
+                                   c10::optional<torch::Tensor> aa, c10::optional<torch::Tensor> bb,
+                                   c10::optional<torch::Tensor> pp, bool save_seg_states);
+std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v,
+                                    torch::Tensor gy, torch::Tensor seg_states, torch::Tensor pp_out,
+                                    c10::optional<torch::Tensor> g_aa_out, c10::optional<torch::Tensor> g_bb_out);
+void decode_stage(int64_t prologue, torch::Tensor x, std::vector<torch::Tensor> weights, std::vector<int64_t> inputs,
+                  std::vector<int64_t> ops, std::vector<torch::Tensor> outs, c10::optional<torch::Tensor> gate,
+                  c10::optional<torch::Tensor> ln_w, c10::optional<torch::Tensor> ln_b,
+                  c10::optional<torch::Tensor> ln_out, c10::optional<torch::Tensor> shift_prev,
+                  std::vector<torch::Tensor> mixes, std::vector<torch::Tensor> wkv,
+                  std::vector<torch::Tensor> copy_src, std::vector<torch::Tensor> copy_dst);
+int64_t decode_smem_limit();
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "WKV-4 forward (chunked-parallel scan)");
+  m.def("backward", &backward, "WKV-4 backward (chunked-parallel reverse scan)");
+  m.def("decode_stage", &decode_stage, "one fused RWKV-4 decode stage (prologue, up to three GEMVs, epilogues)");
+  m.def("decode_smem_limit", &decode_smem_limit, "shared memory one decode block may use on this device (bytes)");
+}
