@@ -32,9 +32,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
-def rwkv4_model(shape: ck.RWKV4Shape, seed: int = 0, dtype=torch.float32) -> RWKV4Model:
+def rwkv4_model(shape: ck.RWKV4Shape, seed: int = 0, dtype=torch.float32, device="cpu") -> RWKV4Model:
     sd = ck.random_rwkv4(shape, seed=seed)
-    return RWKV4Model(build_rwkv4(sd, shape, dtype=dtype), ByteTokenizer())
+    return RWKV4Model(build_rwkv4(sd, shape, dtype=dtype, device=device), ByteTokenizer())
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ decode, static-cache Transformer decode."""
 import pytest
 import torch
 
-from conftest import rel_err
+from conftest import rel_err, rwkv4_model
 from rwkvbench import load_model
+from rwkvbench.models.checkpoints import RWKV4Shape
 
 
 def test_chunked_prefill_equals_one_chunk():
@@ -45,12 +46,56 @@ def decode_both_ways(model, ids, steps):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", [("fp32", 1e-4), ("fp16", 2e-2)])
-def test_rwkv_graph_decode_equals_eager_step(dtype, tol):
+@pytest.mark.parametrize("decoder", ["fused", "compiled"])
+def test_rwkv_graph_decode_equals_eager_step(dtype, tol, decoder, monkeypatch):
+    monkeypatch.setenv("RWKVBENCH_DECODE", decoder)
     model = load_model("rwkv4_tiny", device="cuda", dtype=dtype)
     ids = torch.randint(0, 257, (3, 40), device="cuda")
     fast, ref = decode_both_ways(model, ids, 20)
-    assert "cuda_graph" in model.decode_config
+    assert model.decode_config == {"fused": "fused_kernels+cuda_graph", "compiled": "compiled+cuda_graph"}[decoder]
     assert rel_err(fast, ref) <= tol
+
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [("fp32", 1e-5), ("fp16", 2e-2), ("bf16", 5e-2)])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+@pytest.mark.parametrize("C,F", [(256, 1024), (33, 70)])  # 16-byte weight loads; odd widths (scalar loads)
+def test_rwkv_fused_decode_equals_plain_step(dtype, tol, batch, C, F, monkeypatch):
+    """Our decode kernels against the plain PyTorch step on the same weights: the first step's logits
+    and state, then 12 more steps (fed the same tokens)."""
+    monkeypatch.setenv("RWKVBENCH_DECODE", "fused")  # auto takes them for one sequence only
+    model = rwkv4_model(RWKV4Shape(n_layer=3, n_embd=C, vocab_size=257, dim_ffn=F), dtype=DTYPES[dtype], device="cuda")
+    ids = torch.randint(0, 257, (batch, 17), device="cuda", generator=torch.Generator("cuda").manual_seed(batch))
+    logits, state = model.prefill(ids, logits="last")
+    ref_state, tok = model.copy_state(state), logits.argmax(-1)
+    fast_state = model.prepare_decode(state, 13)
+    assert model.decode_config == "fused_kernels+cuda_graph"
+    for i in range(13):
+        fast, fast_state = model.step(tok, fast_state)
+        ref, ref_state = model.step(tok, ref_state)
+        assert rel_err(fast, ref) <= (tol if i else tol / 4), f"step {i}"
+        if i == 0:
+            for name, a, b in zip(("att_x", "att_a", "att_b", "att_p", "ffn_x"), fast_state.tensors(), ref_state.tensors()):
+                assert rel_err(a, b) <= tol / 4, name
+        tok = ref.argmax(-1)
+
+
+@pytest.mark.gpu
+def test_rwkv_decode_choice_by_batch(monkeypatch):
+    model = load_model("rwkv4_tiny", device="cuda", dtype="fp16")
+    configs = {}
+    for batch in (1, 2):
+        _, state = model.prefill(torch.randint(0, 257, (batch, 5), device="cuda"), logits="last")
+        model.prepare_decode(state, 4)
+        configs[batch] = model.decode_config
+    assert configs == {1: "fused_kernels+cuda_graph", 2: "compiled+cuda_graph"}
+    monkeypatch.setenv("RWKVBENCH_DECODE", "fused")
+    _, state = model.prefill(torch.randint(0, 257, (9, 5), device="cuda"), logits="last")
+    with pytest.raises(RuntimeError, match="at most 8 sequences"):
+        model.prepare_decode(state, 4)
 
 
 @pytest.mark.gpu

@@ -56,7 +56,7 @@ def test_last_logits_equal_all_logits_last_row(model):
     x = ids(2, 17, seed=3)
     all_logits, _ = model.prefill(x)
     last, _ = model.prefill(x, logits="last")
-    assert torch.allclose(last, all_logits[:, -1])
+    assert rel_err(last, all_logits[:, -1]) < 1e-6  # the head GEMM's shape differs: equal to rounding
 
 
 def test_prefill_does_not_modify_given_state(model):

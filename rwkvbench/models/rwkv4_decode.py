@@ -1,5 +1,15 @@
-"""RWKV-4 decoding at the speed of reading the weights: one recurrent step, compiled (elementwise work
-fused by inductor) and captured as a CUDA graph over static buffers, replayed once per token.
+"""RWKV-4 decoding at the speed of reading the weights: one recurrent step captured as a CUDA graph over
+static buffers, replayed once per token.
+
+Two ways to build the step, both giving the PyTorch model's logits:
+- FusedDecoder: our decode kernels (csrc/rwkv4_decode.cu), four launches per layer, each a
+  weight-streaming GEMV with the elementwise work around it folded in. Runs batches up to 8.
+- GraphDecoder: the PyTorch step compiled by torch.compile (elementwise work fused by inductor,
+  GEMVs by cuBLAS). Any batch.
+RWKVBENCH_DECODE=fused|compiled forces one. The default (auto) takes the fused kernels for a single
+sequence only: at the 1.5B shape on an H100 they give 1.70 ms per token against 1.97 compiled, but
+2.29 ms at batch 2 and 5.58 ms at batch 8 (each block repeats the layer norm per sequence), where the
+compiled step stays at 1.97 ms (benchmarks/decode_stages.py).
 
 The state lives in the decoder's static buffers; `step` updates them in place (the SequenceModel
 contract already says a step consumes the state it is given).
@@ -7,39 +17,37 @@ contract already says a step consumes the state it is given).
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 
 from rwkvbench.models.rwkv4 import RWKV4, RWKV4State
 
+DECODE_ENV = "RWKVBENCH_DECODE"
+FUSED_AUTO_MAX_BATCH = 1  # measured, see above
 
-class GraphDecoder:
-    def __init__(self, net: RWKV4, batch: int, compile: bool = True):
+
+class CapturedDecoder:
+    """Static input ids and state, and a CUDA graph of `_step` (which writes the new state into the
+    static buffers and returns static logits)."""
+
+    config = "cuda_graph"
+
+    def __init__(self, net: RWKV4, batch: int):
         self.net, self.batch = net, batch
         shape, dev = net.shape, net.head.weight.device
         self.ids = torch.zeros(batch, 1, dtype=torch.long, device=dev)
         self.state = RWKV4State.empty(shape.n_layer, batch, shape.n_embd, dev)
-        self.config = "cuda_graph"
-        fn = self._step
-        if compile:
-            try:
-                fn = torch.compile(self._step, fullgraph=True, dynamic=False)
-                self._warm(fn)
-                self.config = "compiled+cuda_graph"
-            except Exception as e:  # noqa: BLE001  (any compiler failure: the eager step still works)
-                warnings.warn(f"rwkvbench: compiling the decode step failed, capturing it eagerly: {e}", stacklevel=2)
-                fn = self._step
+
+    def _step(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _capture(self, fn):
         self._warm(fn)
         self.graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(self.graph):  # same grad mode as the warm-up
             self.logits = fn()
-
-    def _step(self):
-        logits, new = self.net(self.ids, self.state, logits="last")
-        for buf, value in zip(self.state.tensors(), new.tensors()):
-            buf.copy_(value)
-        return logits
 
     def _warm(self, fn):
         saved = self.state.map(torch.clone)
@@ -49,8 +57,7 @@ class GraphDecoder:
             for _ in range(3):
                 fn()
         torch.cuda.current_stream().wait_stream(side)
-        for buf, value in zip(self.state.tensors(), saved.tensors()):
-            buf.copy_(value)
+        self.load(saved)
 
     def owns(self, state: RWKV4State) -> bool:
         return state is self.state
@@ -64,3 +71,112 @@ class GraphDecoder:
         self.ids.copy_(ids)
         self.graph.replay()
         return self.logits.clone(), self.state
+
+
+class GraphDecoder(CapturedDecoder):
+    """The PyTorch step, compiled (falls back to eager capture if compiling fails)."""
+
+    def __init__(self, net: RWKV4, batch: int, compile: bool = True):
+        super().__init__(net, batch)
+        fn = self._step
+        if compile:
+            try:
+                fn = torch.compile(self._step, fullgraph=True, dynamic=False)
+                self._warm(fn)
+                self.config = "compiled+cuda_graph"
+            except Exception as e:  # noqa: BLE001  (any compiler failure: the eager step still works)
+                warnings.warn(f"rwkvbench: compiling the decode step failed, capturing it eagerly: {e}", stacklevel=2)
+                fn = self._step
+        self._capture(fn)
+
+    def _step(self):
+        logits, new = self.net(self.ids, self.state, logits="last")
+        for buf, value in zip(self.state.tensors(), new.tensors()):
+            buf.copy_(value)
+        return logits
+
+
+class FusedDecoder(CapturedDecoder):
+    """Four fused kernel launches per layer plus the head (see csrc/rwkv4_decode.h)."""
+
+    config = "fused_kernels+cuda_graph"
+
+    def __init__(self, net: RWKV4, batch: int):
+        super().__init__(net, batch)
+        C, F, V = net.shape.n_embd, net.shape.dim_ffn, net.shape.vocab_size
+        zeros = lambda n: torch.zeros(batch, n, device=self.ids.device)  # noqa: E731
+        self.x, self.ln, self.k, self.v, self.r, self.ffn_r = (zeros(C) for _ in range(6))
+        self.ffn_k = zeros(F)
+        self.new_wkv = [zeros(C) for _ in range(3)]
+        self.out = zeros(V)
+        self.decay = [-torch.exp(block.att.time_decay) for block in net.blocks]  # as the PyTorch model has it
+        self._capture(self._step)
+
+    def _step(self):
+        net = self.net
+        self.x.copy_(net.blocks[0].ln0(net.emb(self.ids[:, 0]).float()))
+        for i, block in enumerate(net.blocks):
+            for stage in self.layer_stages(i, block):
+                stage()
+        self.head_stage()
+        return self.out
+
+    def layer_stages(self, i, block):
+        """Layer i's four launches, as callables (benchmarks/decode_stages.py times them one by one)."""
+        from rwkvbench.kernels.decode_cuda import Gemv, decode_stage
+
+        s, att, ffn = self.state, block.att, block.ffn
+        return [
+            # 1. ln1 and token shift -> key, value, sigmoid(receptance)
+            lambda: decode_stage(
+                self.x, [Gemv(att.key.weight, self.k, "store", 0), Gemv(att.value.weight, self.v, "store", 1),
+                         Gemv(att.receptance.weight, self.r, "sigmoid", 2)],
+                prologue="layer_norm", layer_norm=(block.ln1.weight, block.ln1.bias), ln_out=self.ln,
+                shift=(s.att_x[i], [att.time_mix_k, att.time_mix_v, att.time_mix_r])),
+            # 2. WKV step times the receptance -> output projection into the residual. The new WKV state
+            #    goes to scratch (every block reads the old one) and into place in stage 4.
+            lambda: decode_stage(
+                self.r, [Gemv(att.output.weight, self.x, "add")], prologue="wkv",
+                wkv=(self.k, self.v, self.decay[i], att.time_first, s.att_a[i], s.att_b[i], s.att_p[i], *self.new_wkv),
+                copies=[(self.ln, s.att_x[i])]),
+            # 3. ln2 and token shift -> relu(key)^2, sigmoid(receptance)
+            lambda: decode_stage(
+                self.x, [Gemv(ffn.key.weight, self.ffn_k, "relu_square", 0),
+                         Gemv(ffn.receptance.weight, self.ffn_r, "sigmoid", 1)],
+                prologue="layer_norm", layer_norm=(block.ln2.weight, block.ln2.bias), ln_out=self.ln,
+                shift=(s.ffn_x[i], [ffn.time_mix_k, ffn.time_mix_r])),
+            # 4. value, gated by the receptance, into the residual; this layer's state into place
+            lambda: decode_stage(
+                self.ffn_k, [Gemv(ffn.value.weight, self.x, "gated_add")], gate=self.ffn_r,
+                copies=[(self.ln, s.ffn_x[i]), *zip(self.new_wkv, (s.att_a[i], s.att_b[i], s.att_p[i]))]),
+        ]
+
+    def head_stage(self):
+        from rwkvbench.kernels.decode_cuda import Gemv, decode_stage
+
+        net = self.net
+        decode_stage(self.x, [Gemv(net.head.weight, self.out)], prologue="layer_norm",
+                     layer_norm=(net.ln_out.weight, net.ln_out.bias))
+
+
+def decode_choice() -> str:
+    choice = os.environ.get(DECODE_ENV, "auto")
+    if choice not in ("auto", "fused", "compiled"):
+        raise ValueError(f"{DECODE_ENV}={choice!r}; expected auto, fused or compiled")
+    return choice
+
+
+def make_decoder(net: RWKV4, batch: int) -> CapturedDecoder:
+    """The fused decoder where our kernels run and the batch fits them, else the compiled one."""
+    from rwkvbench.kernels.decode_cuda import fused_decode_fits
+    from rwkvbench.kernels.dispatch import kernel_choice
+
+    choice = decode_choice()
+    shape, dtype = net.shape, net.head.weight.dtype
+    fits = kernel_choice() != "reference" and fused_decode_fits(batch, shape.n_embd, shape.dim_ffn, dtype)
+    if choice == "fused" and not fits:
+        raise RuntimeError(f"{DECODE_ENV}=fused but the fused decode kernels do not run batch {batch} of "
+                           f"n_embd {shape.n_embd}, {dtype} here (at most 8 sequences; the CUDA extension must build)")
+    if fits and (choice == "fused" or (choice == "auto" and batch <= FUSED_AUTO_MAX_BATCH)):
+        return FusedDecoder(net, batch)
+    return GraphDecoder(net, batch)
