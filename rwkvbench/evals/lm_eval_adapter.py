@@ -72,34 +72,29 @@ class SequenceModelLM(TemplateLM):
         width = max(len(t) for t in tokens) - 1
         ids = [t[:-1] + [self.eot_token_id] * (width - len(t) + 1) for t in tokens]
         logits, _ = self.model.prefill(self.model.as_ids(ids))
-        logp = torch.log_softmax(logits, dim=-1)
         self.stats["tokens_computed"] += len(ids) * width
-        out = []
-        for row, (ctx, cont) in enumerate(pairs):
-            pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont), device=logp.device)
-            out.append(_score(logp[row, pos], cont))
-        return out
+        rows = [row for row, (_, cont) in enumerate(pairs) for _ in cont]
+        pos = [len(ctx) - 1 + j for ctx, cont in pairs for j in range(len(cont))]
+        return _score(logits[torch.tensor(rows), torch.tensor(pos)], [cont for _, cont in pairs])
 
     @torch.inference_mode()
     def _score_shared_context(self, context: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
         """One context, many continuations: prefill the context once, fork its state for each."""
         m = self.model
-        last, state = m.prefill(m.as_ids([context]), logits="last")
-        first = torch.log_softmax(last, dim=-1)[0]  # predicts each continuation's first token
+        last, state = m.prefill(m.as_ids([context]), logits="last")  # predicts each continuation's first token
         self.stats["tokens_computed"] += len(context)
         self.stats["prefix_tokens_saved"] += (len(continuations) - 1) * len(context)
-        rest = [None] * len(continuations)
         width = max(len(c) for c in continuations) - 1
-        if width > 0:
-            ids = [c[:-1] + [self.eot_token_id] * (width - len(c) + 1) for c in continuations]
-            logits, _ = m.prefill(m.as_ids(ids), m.repeat_state(state, len(continuations)))
-            rest = torch.log_softmax(logits, dim=-1)
-            self.stats["tokens_computed"] += len(ids) * width
-        out = []
-        for i, cont in enumerate(continuations):
-            rows = first[None] if len(cont) == 1 else torch.cat([first[None], rest[i, : len(cont) - 1]])
-            out.append(_score(rows, cont))
-        return out
+        if width == 0:
+            return _score(last.expand(len(continuations), -1), continuations)
+        ids = [c[:-1] + [self.eot_token_id] * (width - len(c) + 1) for c in continuations]
+        rest, _ = m.prefill(m.as_ids(ids), m.repeat_state(state, len(continuations)))
+        self.stats["tokens_computed"] += len(ids) * width
+        # rows of [last; rest flattened]: continuation i's j-th token is predicted by last (j = 0) or
+        # by rest[i, j - 1]
+        table = torch.cat([last, rest.reshape(-1, rest.shape[-1])])
+        index = [0 if j == 0 else 1 + i * width + j - 1 for i, c in enumerate(continuations) for j in range(len(c))]
+        return _score(table[torch.tensor(index, device=table.device)], continuations)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         groups: dict[tuple, list[int]] = defaultdict(list)
@@ -181,8 +176,16 @@ class SequenceModelLM(TemplateLM):
         return out
 
 
-def _score(logp_rows: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
-    """Sum of log-probabilities of the continuation, and whether greedy decoding would produce it."""
-    target = torch.tensor(continuation, device=logp_rows.device)
-    total = logp_rows.gather(-1, target[:, None]).sum().item()
-    return total, bool((logp_rows.argmax(-1) == target).all())
+def _score(logits: torch.Tensor, continuations: list[list[int]]) -> list[tuple[float, bool]]:
+    """logits: one row per continuation token, all continuations one after another. Per continuation:
+    the sum of its tokens' log-probabilities and whether greedy decoding would produce it. One
+    device-to-host copy for the whole batch."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    target = torch.tensor([t for c in continuations for t in c], device=logp.device)
+    which = torch.repeat_interleave(torch.tensor([len(c) for c in continuations], device=logp.device))
+    token_logp = logp.gather(-1, target[:, None])[:, 0].double()
+    misses = (logp.argmax(-1) != target).int()
+    n = len(continuations)
+    totals = torch.zeros(n, dtype=torch.float64, device=logp.device).index_add_(0, which, token_logp)
+    wrong = torch.zeros(n, dtype=torch.int32, device=logp.device).index_add_(0, which, misses)
+    return [(total, not w) for total, w in zip(totals.tolist(), wrong.tolist())]
