@@ -24,9 +24,9 @@ PREFILL = [1024, 4096, 16384]
 DECODE_AT = [1024, 4096, 16384]
 
 
-
 def ms(fn, repeats=5, warmup=2):
     return median_ms(fn, "cuda", repeats, warmup)
+
 
 def peak_gib(fn):
     torch.cuda.synchronize()
@@ -142,6 +142,12 @@ def main():
     ours = load_model("rwkv4_1b5", init="random", device="cuda", dtype="fp16")
     print(f"weights: {ours.weights_nbytes / 2**30:.2f} GiB", flush=True)
     measure(Harness(ours), PREFILL, DECODE_AT)
+    rows[-1]["decode"] = ours.decode_config
+    os.environ["RWKVBENCH_DECODE"] = "compiled"  # the PyTorch step compiled, for comparison
+    ours._decoder = None
+    measure(Harness(ours), [], DECODE_AT[:1])
+    rows[-1].update(system="ours, compiled PyTorch decode", decode=ours.decode_config)
+    del os.environ["RWKVBENCH_DECODE"]
     long = ids_of(1 << 20)
     row = {"system": "ours, 1M-token prefill", "prefill_1048576_ms": ms(lambda: ours.prefill(long, logits="last"), 1, 0),
            "peak_prefill_1048576_gib": peak_gib(lambda: ours.prefill(long, logits="last"))}

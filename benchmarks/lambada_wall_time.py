@@ -3,7 +3,14 @@ GPU: our RWKV-4 and Pythia-1.4B shape through our lm-eval adapter, and the same 
 lm-eval's own `hf` model. Then the prefix-reuse saving on HellaSwag-shaped requests (one context,
 four endings).
 
-    python benchmarks/lambada_wall_time.py DATA_DIR TOKENIZER_JSON
+    python benchmarks/lambada_wall_time.py DATA_DIR TOKENIZER_JSON [--profile]
+
+Each system first runs the whole task once untimed (first-use costs: CUDA and cuBLAS set-up for each
+new batch shape, lm-eval's dataset cache), so the order in which they run does not favour the later
+ones (the Transformer through lm-eval's hf shares the model, and its shapes, with ours); the first
+run's time is printed too. The
+forward pass alone is timed on one LAMBADA-sized batch (32 x 96 tokens); --profile prints RWKV's top
+GPU ops for it.
 """
 
 import sys
@@ -17,16 +24,57 @@ from rwkvbench.evals.lm_eval_adapter import SequenceModelLM
 from rwkvbench.evals.lm_eval_tasks import resolve_task
 
 
-def timed(lm, task):
+def timed(lm, task, limit=None):
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = lm_eval.simple_evaluate(model=lm, tasks=[task], bootstrap_iters=0, log_samples=False, verbosity="ERROR")
+    res = lm_eval.simple_evaluate(model=lm, tasks=[task], bootstrap_iters=0, log_samples=False, verbosity="ERROR",
+                                  limit=limit)
     torch.cuda.synchronize()
     r = res["results"]["lambada_openai"]
     return time.perf_counter() - t0, r["acc,none"], r["perplexity,none"], res["n-samples"]["lambada_openai"]["effective"]
 
 
-def main(data_dir, tokenizer_json):
+def forward_ms(model, profile=False):
+    from rwkvbench.timing import median_ms
+
+    ids = torch.randint(0, 50277, (32, 96), device="cuda")
+    with torch.inference_mode():
+        ms = median_ms(lambda: model.prefill(ids), "cuda", 20, 3)
+        if profile:
+            from torch.profiler import ProfilerActivity, profile as prof
+
+            with prof(activities=[ProfilerActivity.CUDA]) as p:
+                model.prefill(ids)
+                torch.cuda.synchronize()
+            print(p.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
+    return ms
+
+
+class Stopwatch:
+    """Cumulative synchronized time spent in obj.method (replaced on the instance)."""
+
+    def __init__(self, obj, method):
+        self.total, inner = 0.0, getattr(obj, method)
+
+        def wrapped(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = inner(*args, **kwargs)
+            torch.cuda.synchronize()
+            self.total += time.perf_counter() - t0
+            return out
+
+        setattr(obj, method, wrapped)
+
+
+def timed_twice(name, lm, task, forward_owner, forward_method):
+    first = timed(lm, task)[0]
+    scoring, forward = Stopwatch(lm, "_loglikelihood_tokens"), Stopwatch(forward_owner, forward_method)
+    t, acc, ppl, n = timed(lm, task)
+    print(f"{name}: {t:.1f} s (first run, untimed warm-up: {first:.1f} s), acc {acc:.4f}, ppl {ppl:.4g}, "
+          f"n {n}; in _loglikelihood_tokens {scoring.total:.1f} s, of which forward {forward.total:.1f} s", flush=True)
+
+
+def main(data_dir, tokenizer_json, *flags):
     from lm_eval.tasks import TaskManager
     from transformers import PreTrainedTokenizerFast
 
@@ -34,7 +82,8 @@ def main(data_dir, tokenizer_json):
     TaskManager(include_defaults=False)
     rwkv = load_model("rwkv4_1b5", init="random", dtype="fp16", device="cuda")
     lm = SequenceModelLM(rwkv, batch_size=32)
-    print("ours RWKV-4 1.5B: %.1f s, acc %.4f, ppl %.4g, n %d" % timed(lm, task), flush=True)
+    timed_twice("ours RWKV-4 1.5B", lm, task, rwkv, "prefill")
+    print(f"  forward, 32 x 96 tokens: {forward_ms(rwkv, '--profile' in flags):.1f} ms", flush=True)
     ctx = " ".join(["A man is standing on a ladder next to a house and"] * 4)
     endings = [" he paints the wall blue.", " a dog barks at the mailman.", " she climbs down slowly.",
                " the ladder falls over."]
@@ -50,11 +99,13 @@ def main(data_dir, tokenizer_json):
     del rwkv, lm
     torch.cuda.empty_cache()
     neox = load_model("pythia_1b4", init="random", dtype="fp16", device="cuda")
-    print("ours adapter, Pythia-1.4B shape: %.1f s, acc %.4f, ppl %.4g, n %d" % timed(SequenceModelLM(neox, batch_size=32), task), flush=True)
+    timed_twice("ours adapter, Pythia-1.4B shape", SequenceModelLM(neox, batch_size=32), task, neox, "prefill")
+    print(f"  forward, 32 x 96 tokens: {forward_ms(neox):.1f} ms", flush=True)
     from lm_eval.models.huggingface import HFLM
 
     tok = PreTrainedTokenizerFast(tokenizer_file=tokenizer_json, eos_token="<|endoftext|>")
-    print("lm-eval hf, same Transformer: %.1f s, acc %.4f, ppl %.4g, n %d" % timed(HFLM(pretrained=neox.model, tokenizer=tok, batch_size=32), task), flush=True)
+    hf = HFLM(pretrained=neox.model, tokenizer=tok, batch_size=32)
+    timed_twice("lm-eval hf, same Transformer", hf, task, hf, "_model_call")
 
 
 if __name__ == "__main__":
