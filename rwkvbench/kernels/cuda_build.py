@@ -1,5 +1,5 @@
-"""Build the CUDA extension (csrc/: the WKV scan and the fused decode stages) on first use with torch's cpp_extension + ninja, into a cache
-folder keyed by the sources, so later imports load it in a second."""
+"""Build the CUDA extension (csrc/: the WKV scan and the fused decode stages) on first use with torch's
+cpp_extension + ninja, into a cache folder keyed by the sources, so later imports load it in a second."""
 
 from __future__ import annotations
 

@@ -91,8 +91,7 @@ class GraphDecoder(CapturedDecoder):
 
     def _step(self):
         logits, new = self.net(self.ids, self.state, logits="last")
-        for buf, value in zip(self.state.tensors(), new.tensors()):
-            buf.copy_(value)
+        self.load(new)
         return logits
 
 
