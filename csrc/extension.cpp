@@ -1,4 +1,5 @@
-// The Python module: WKV-4 scan (wkv4_binding.cpp) and the fused decode stages (rwkv4_decode_binding.cpp).
+// The Python module: WKV-4 scan (wkv4_binding.cpp), the prefill's fused layer norm + token shift
+// (norm_shift_binding.cpp) and the fused decode stages (rwkv4_decode_binding.cpp).
 #include <torch/extension.h>
 
 std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v,
@@ -14,10 +15,14 @@ void decode_stage(int64_t prologue, torch::Tensor x, std::vector<torch::Tensor> 
                   std::vector<torch::Tensor> mixes, std::vector<torch::Tensor> wkv,
                   std::vector<torch::Tensor> copy_src, std::vector<torch::Tensor> copy_dst);
 int64_t decode_smem_limit();
+std::vector<torch::Tensor> norm_shift(torch::Tensor x, c10::optional<torch::Tensor> add, torch::Tensor weight,
+                                      torch::Tensor bias, torch::Tensor last, std::vector<torch::Tensor> mixes,
+                                      torch::ScalarType out_dtype);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "WKV-4 forward (chunked-parallel scan)");
   m.def("backward", &backward, "WKV-4 backward (chunked-parallel reverse scan)");
+  m.def("norm_shift", &norm_shift, "residual add, layer norm, token shift and mixes of a chunk in one kernel");
   m.def("decode_stage", &decode_stage, "one fused RWKV-4 decode stage (prologue, up to three GEMVs, epilogues)");
   m.def("decode_smem_limit", &decode_smem_limit, "shared memory one decode block may use on this device (bytes)");
 }

@@ -15,7 +15,7 @@ gpu = pytest.mark.gpu
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-@pytest.mark.parametrize("source", ["wkv4_kernels.cu", "rwkv4_decode.cu"])
+@pytest.mark.parametrize("source", ["wkv4_kernels.cu", "norm_shift.cu", "rwkv4_decode.cu"])
 def test_kernel_source_compiles_with_nvcc(tmp_path, source):
     """csrc/ has no torch headers in its kernels: a syntax error shows here, without a GPU."""
     out = subprocess.run(["nvcc", "-c", "-std=c++17", "-O3", "-gencode=arch=compute_90,code=sm_90",

@@ -1,5 +1,6 @@
-"""Build the CUDA extension (csrc/: the WKV scan and the fused decode stages) on first use with torch's
-cpp_extension + ninja, into a cache folder keyed by the sources, so later imports load it in a second."""
+"""Build the CUDA extension (csrc/: the WKV scan, the prefill's fused layer norm + token shift, the fused
+decode stages) on first use with torch's cpp_extension + ninja, into a cache folder keyed by the
+sources, so later imports load it in a second."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import os
 import warnings
 from pathlib import Path
 
-SOURCES = ("extension.cpp", "wkv4_binding.cpp", "wkv4_kernels.cu", "rwkv4_decode_binding.cpp", "rwkv4_decode.cu")
+SOURCES = ("extension.cpp", "wkv4_binding.cpp", "wkv4_kernels.cu", "norm_shift_binding.cpp", "norm_shift.cu",
+           "rwkv4_decode_binding.cpp", "rwkv4_decode.cu")
 
 
 def csrc_dir() -> Path:

@@ -1,7 +1,7 @@
-"""Choose the WKV implementation for a call.
+"""Choose the implementation for a call: our CUDA kernels or the plain PyTorch references.
 
-`wkv4` is the single entry point the model uses: CUDA tensors go to our kernel (csrc/), everything else
-(float64, which is for references, and single steps) to the plain PyTorch loop. RWKVBENCH_WKV=cuda|reference forces one
+`wkv4` and `norm_shift` are the entry points the model uses: CUDA tensors go to our kernels (csrc/),
+everything else (float64, which is for references, and single steps) to the plain PyTorch code. RWKVBENCH_WKV=cuda|reference forces one
 path ("cuda" raises if the kernel cannot be built); the default is auto.
 """
 
@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from rwkvbench.kernels.norm_shift_reference import norm_shift_reference
 from rwkvbench.kernels.wkv_reference import wkv4_reference
 
 KERNEL_ENV = "RWKVBENCH_WKV"
@@ -46,3 +47,15 @@ def wkv4(w, u, k, v, state=None):
 
         return wkv4_cuda(w, u, k, v, state)
     return wkv4_reference(w, u, k, v, state)
+
+
+def norm_shift(x, add, weight, bias, last, mixes, dtype):
+    """(x + add) -> layer norm -> token shift -> one input per mix, in `dtype`. See norm_shift_reference."""
+    # Eager only: inside a compiled block (full prefill chunks, the decode step) inductor fuses the
+    # plain expression with its neighbours as well as the kernel does (measured at 16K tokens: the kernel
+    # as an opaque op made the compiled prefill slower).
+    if x.shape[1] > 1 and not torch.compiler.is_compiling() and use_cuda_kernel(x):
+        from rwkvbench.kernels.norm_shift_cuda import norm_shift_cuda
+
+        return norm_shift_cuda(x, add, weight, bias, last, mixes, dtype)
+    return norm_shift_reference(x, add, weight, bias, last, mixes, dtype)
