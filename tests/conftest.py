@@ -12,6 +12,10 @@ from rwkvbench.models.tokenizer import ByteTokenizer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RWKV_CUDA_ON", "0")
+# fp32 comparisons need fp32 GEMMs. On one H100 instance cuBLAS ran some fp32 products at TF32
+# precision although torch leaves TF32 off (nine fp32 tests off by 4-5e-4, one of them transformers'
+# GPTNeoX alone); this switch, read when CUDA starts, forbids it.
+os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NEOX_TOKENIZER = SHARED_DATA / "tokenizer" / "20B_tokenizer.json"
