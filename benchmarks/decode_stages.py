@@ -1,13 +1,14 @@
-"""Our fused RWKV-4 decode kernels stage by stage at the 1.5B shape (random weights): median time per
-launch and the weight-read bandwidth it reaches, then the whole captured step against the floor of
+"""Our fused RWKV-4 decode kernel stage by stage at the 1.5B shape (random weights): median time per
+stage and the weight-read bandwidth it reaches, then the whole captured step against the floor of
 reading every weight once.
 
-    python benchmarks/decode_stages.py [--batch 1] [--dtype fp16] [--bandwidth 2.9e12] [--compiled]
+    python benchmarks/decode_stages.py [--batch 1] [--dtype fp16] [--bandwidth 2.9e12] [--compiled] [--define K=V]
 
 --compiled also times the compiled PyTorch step (GraphDecoder) at the same batch, for comparison.
 
-Each stage is timed over all 24 layers in one CUDA graph (distinct weights per launch, 2.6 GB per
-step: nothing is served from the 50 MB L2), divided by the layer count.
+Each kind of stage is timed as a program of its 24 layers' stages (one launch, a grid barrier between
+stages as in the real step; distinct weights per stage, so nothing is served from the 50 MB L2),
+divided by the layer count.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import torch
 
 from rwkvbench import load_model
+from rwkvbench.kernels.decode_cuda import DecodeProgram
 from rwkvbench.models.rwkv4_decode import FusedDecoder, GraphDecoder
 from rwkvbench.timing import median_ms
 
@@ -39,12 +41,17 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--dtype", default="fp16")
     ap.add_argument("--compiled", action="store_true")
+    ap.add_argument("--define", action="append", default=[], help="build a variant of the kernel's knobs, e.g. RWKV4_DECODE_EARLY_NEXT=0")
     ap.add_argument("--bandwidth", type=float, default=2.9e12, help="bytes/s of the GPU's memory (H100 SXM ~2.9e12 measured)")
     args = ap.parse_args()
     model = load_model("rwkv4_1b5", init="random", device="cuda", dtype=args.dtype)
     net = model.net
+    tok = torch.zeros(args.batch, 1, dtype=torch.long, device="cuda")
     with torch.inference_mode():
         dec = FusedDecoder(net, args.batch)
+        if args.define:
+            dec.program = DecodeProgram(dec.program.stages, tok.device, args.define)
+            dec._capture(dec._step)
         stages = [dec.layer_stages(i, b) for i, b in enumerate(net.blocks)]
         att, ffn, L = net.blocks[0].att, net.blocks[0].ffn, len(net.blocks)
         names = ["ln1+shift -> key, value, receptance", "wkv -> output (+residual)",
@@ -54,16 +61,15 @@ def main():
         print(f"batch {args.batch}, {args.dtype}; floor = bytes / {args.bandwidth / 1e12:.2f} TB/s")
         total = 0.0
         for j, (name, size) in enumerate(zip(names, sizes)):
-            g = graph_of(lambda: [stages[i][j]() for i in range(L)])
+            g = graph_of(DecodeProgram([stages[i][j] for i in range(L)], tok.device, args.define))
             us = median_ms(g.replay, "cuda", 50, 5) * 1e3 / L
             total += us * L
             print(f"  {name:40s} {us:7.2f} us  {size / 1e6:6.1f} MB  {size / us / 1e3:6.0f} GB/s  floor {size / args.bandwidth * 1e6:6.2f} us")
-        g = graph_of(dec.head_stage)
+        g = graph_of(DecodeProgram([dec.head_stage()], tok.device, args.define))
         us = median_ms(g.replay, "cuda", 50, 5) * 1e3
         size = nbytes(net.head)
         total += us
         print(f"  {'ln_out -> head':40s} {us:7.2f} us  {size / 1e6:6.1f} MB  {size / us / 1e3:6.0f} GB/s  floor {size / args.bandwidth * 1e6:6.2f} us")
-        tok = torch.zeros(args.batch, 1, dtype=torch.long, device="cuda")
         step = median_ms(lambda: dec.step(tok), "cuda", 200, 20)
         floor = model.weights_nbytes / args.bandwidth * 1e3
         print(f"sum of stages {total / 1e3:.3f} ms; whole step (graph replay + logits copy) {step:.3f} ms; "

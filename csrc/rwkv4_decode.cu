@@ -1,6 +1,12 @@
 // RWKV-4 decode stages (see rwkv4_decode.h). Decode is a matrix-vector product per weight matrix, so
-// it is bound by reading the weights once; these kernels stream them with 16-byte loads, several in
-// flight per lane, and fold the elementwise work around each product into the same launch.
+// it is bound by reading the weights once; the kernel streams them with 16-byte loads, several in
+// flight per lane, and folds the elementwise work around each product into the same stage. One
+// persistent launch runs every stage of a token, with a grid-wide barrier between stages: a launch per
+// stage cost ~5 us at each of the ~97 boundaries (ramp-up and drain), and a warp can request its next
+// stage's weights (which nothing writes) before the barrier, keeping the memory busy across it.
+//
+// Activations are written and read by different blocks within the launch, so they are read through
+// L2 (__ldcg), never through the non-coherent read-only path or L1; __ldg is for weights and parameters.
 #include "rwkv4_decode.h"
 
 #include <cuda_bf16.h>
@@ -10,8 +16,15 @@
 
 namespace {
 
-constexpr int kThreads = 256;
+// Threads per block; blocks per multiprocessor follow (the kernel is built for 512 threads per SM).
+// One block of 512 per SM: half the blocks repeating each prologue and arriving at each barrier of
+// two of 256 (1.71 against 1.90 ms per token).
+#ifndef RWKV4_DECODE_THREADS
+#define RWKV4_DECODE_THREADS 512
+#endif
+constexpr int kThreads = RWKV4_DECODE_THREADS;
 constexpr int kWarps = kThreads / 32;
+constexpr int kBlocksPerSm = 512 / kThreads;
 constexpr int kRows = 2;  // rows per warp: two weight streams in flight per loop
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -74,77 +87,115 @@ __device__ float block_sum(float v) {
 // memory round trip (the prologue runs in every block, ahead of the GEMV: its latency is the cost).
 constexpr int kTile = 4;
 
+// What the layer norm and token shift need besides x, for elements k0 + j * kThreads: independent of
+// the previous stage, so loaded alongside x (one round trip).
+struct NormParams {
+  float w[kTile], b[kTile], prev[kTile], mix[RWKV4_DECODE_MAX_GEMV][kTile];
+
+  __device__ void load(const Rwkv4DecodeStage& s, int b_idx, int k0) {
+    const int K = s.K;
+#pragma unroll
+    for (int j = 0; j < kTile; ++j) {
+      const int k = min(k0 + j * kThreads, K - 1);  // past the end: a valid address, never stored
+      w[j] = __ldg(s.ln_w + k), b[j] = __ldg(s.ln_b + k);
+      if (s.shift_prev == nullptr) continue;
+      prev[j] = __ldcg(s.shift_prev + (size_t)b_idx * K + k);
+#pragma unroll
+      for (int i = 0; i < RWKV4_DECODE_MAX_GEMV; ++i)
+        if (i < s.n_inputs) mix[i][j] = __ldg(s.mix[i] + k);
+    }
+  }
+};
+
+// The normed row's elements k0 + j * kThreads (x values given) -> ln_out, and each input's mix with the
+// previous token's normed row into shared memory.
+template <typename W>
+__device__ void store_normed(const Rwkv4DecodeStage& s, W* xs, int b, int k0, const float (&xv)[kTile],
+                             const NormParams& p, float mean, float rstd) {
+  const int K = s.K, Kp = padded(K);
+#pragma unroll
+  for (int j = 0; j < kTile; ++j) {
+    const int k = k0 + j * kThreads;
+    if (k >= K) break;
+    const float y = (xv[j] - mean) * rstd * p.w[j] + p.b[j];
+    if (s.ln_out != nullptr && blockIdx.x == 0) s.ln_out[(size_t)b * K + k] = y;
+    if (s.shift_prev == nullptr) {
+      xs[(size_t)b * Kp + k] = Dtype<W>::from_float(y);
+      continue;
+    }
+#pragma unroll
+    for (int i = 0; i < RWKV4_DECODE_MAX_GEMV; ++i) {  // torch.lerp(prev, y, m), as the PyTorch model mixes
+      if (i >= s.n_inputs) break;
+      const float m = p.mix[i][j], q = p.prev[j];
+      const float mixed = m < 0.5f ? q + m * (y - q) : y - (y - q) * (1.f - m);
+      xs[((size_t)i * s.B + b) * Kp + k] = Dtype<W>::from_float(mixed);
+    }
+  }
+}
+
 template <typename W>
 __device__ void layer_norm_prologue(const Rwkv4DecodeStage& s, W* xs) {
-  const int K = s.K, Kp = padded(K);
+  const int K = s.K;
+  NormParams p;
   for (int b = 0; b < s.B; ++b) {
     const float* x = s.x + (size_t)b * K;
+    float v[kTile];
+    if (K <= kTile * kThreads) {  // the row fits one pass: read it and the parameters once, keep them in registers
+#pragma unroll
+      for (int j = 0; j < kTile; ++j) v[j] = threadIdx.x + j * kThreads < K ? __ldcg(x + threadIdx.x + j * kThreads) : 0.f;
+      p.load(s, b, threadIdx.x);
+      float sum = 0.f, sq = 0.f;
+#pragma unroll
+      for (int j = 0; j < kTile; ++j) sum += v[j];
+      const float mean = block_sum(sum) / K;
+#pragma unroll
+      for (int j = 0; j < kTile; ++j) sq += threadIdx.x + j * kThreads < K ? (v[j] - mean) * (v[j] - mean) : 0.f;
+      store_normed(s, xs, b, threadIdx.x, v, p, mean, rsqrtf(block_sum(sq) / K + 1e-5f));
+      continue;
+    }
     float sum = 0.f, sq = 0.f;
     for (int k0 = threadIdx.x; k0 < K; k0 += kTile * kThreads) {
-      float v[kTile];
 #pragma unroll
-      for (int j = 0; j < kTile; ++j) v[j] = k0 + j * kThreads < K ? __ldg(x + k0 + j * kThreads) : 0.f;
+      for (int j = 0; j < kTile; ++j) v[j] = k0 + j * kThreads < K ? __ldcg(x + k0 + j * kThreads) : 0.f;
 #pragma unroll
       for (int j = 0; j < kTile; ++j) sum += v[j];
     }
     const float mean = block_sum(sum) / K;
     for (int k0 = threadIdx.x; k0 < K; k0 += kTile * kThreads) {
-      float d[kTile];
 #pragma unroll
-      for (int j = 0; j < kTile; ++j) d[j] = k0 + j * kThreads < K ? __ldg(x + k0 + j * kThreads) - mean : 0.f;
+      for (int j = 0; j < kTile; ++j) v[j] = k0 + j * kThreads < K ? __ldcg(x + k0 + j * kThreads) - mean : 0.f;
 #pragma unroll
-      for (int j = 0; j < kTile; ++j) sq += d[j] * d[j];
+      for (int j = 0; j < kTile; ++j) sq += v[j] * v[j];
     }
     const float rstd = rsqrtf(block_sum(sq) / K + 1e-5f);
     for (int k0 = threadIdx.x; k0 < K; k0 += kTile * kThreads) {
-      float y[kTile], prev[kTile], mix[RWKV4_DECODE_MAX_GEMV][kTile];
 #pragma unroll
-      for (int j = 0; j < kTile; ++j) {
-        const int k = min(k0 + j * kThreads, K - 1);  // past the end: a valid address, never stored
-        y[j] = (__ldg(x + k) - mean) * rstd * __ldg(s.ln_w + k) + __ldg(s.ln_b + k);
-        if (s.shift_prev == nullptr) continue;
-        prev[j] = __ldg(s.shift_prev + (size_t)b * K + k);
-#pragma unroll
-        for (int i = 0; i < RWKV4_DECODE_MAX_GEMV; ++i)
-          if (i < s.n_inputs) mix[i][j] = __ldg(s.mix[i] + k);
-      }
-#pragma unroll
-      for (int j = 0; j < kTile; ++j) {
-        const int k = k0 + j * kThreads;
-        if (k >= K) break;
-        if (s.ln_out != nullptr && blockIdx.x == 0) s.ln_out[(size_t)b * K + k] = y[j];
-        if (s.shift_prev == nullptr) {
-          xs[(size_t)b * Kp + k] = Dtype<W>::from_float(y[j]);
-          continue;
-        }
-#pragma unroll
-        for (int i = 0; i < RWKV4_DECODE_MAX_GEMV; ++i) {  // torch.lerp(prev, y, m), as the PyTorch model mixes
-          if (i >= s.n_inputs) break;
-          const float m = mix[i][j], p = prev[j];
-          const float mixed = m < 0.5f ? p + m * (y[j] - p) : y[j] - (y[j] - p) * (1.f - m);
-          xs[((size_t)i * s.B + b) * Kp + k] = Dtype<W>::from_float(mixed);
-        }
-      }
+      for (int j = 0; j < kTile; ++j) v[j] = __ldcg(x + min(k0 + j * kThreads, K - 1));
+      p.load(s, b, k0);
+      store_normed(s, xs, b, k0, v, p, mean, rstd);
     }
   }
 }
 
 // One WKV step per channel (the recurrence of kernels/wkv_reference.py), times the receptance. Every
 // block computes the outputs it needs; block 0 alone writes the new state.
+// Each pass is a round trip to L2 (and queues behind the weight stream): one pass for 2048 channels.
+constexpr int kWkvTile = 4;
+
 template <typename W>
 __device__ void wkv_prologue(const Rwkv4DecodeStage& s, W* xs) {
   const int K = s.K, Kp = padded(K), n = s.B * K;
-  for (int i0 = threadIdx.x; i0 < n; i0 += kTile * kThreads) {
-    float k[kTile], v[kTile], r[kTile], aa[kTile], bb[kTile], pp[kTile], u[kTile], w[kTile];
+  for (int i0 = threadIdx.x; i0 < n; i0 += kWkvTile * kThreads) {
+    float k[kWkvTile], v[kWkvTile], r[kWkvTile], aa[kWkvTile], bb[kWkvTile], pp[kWkvTile], u[kWkvTile], w[kWkvTile];
 #pragma unroll
-    for (int j = 0; j < kTile; ++j) {
+    for (int j = 0; j < kWkvTile; ++j) {
       const int i = min(i0 + j * kThreads, n - 1), c = i % K;
-      k[j] = __ldg(s.k + i), v[j] = __ldg(s.v + i), r[j] = __ldg(s.x + i);
-      aa[j] = __ldg(s.aa + i), bb[j] = __ldg(s.bb + i), pp[j] = __ldg(s.pp + i);
+      k[j] = __ldcg(s.k + i), v[j] = __ldcg(s.v + i), r[j] = __ldcg(s.x + i);
+      aa[j] = __ldcg(s.aa + i), bb[j] = __ldcg(s.bb + i), pp[j] = __ldcg(s.pp + i);
       u[j] = __ldg(s.u + c), w[j] = __ldg(s.w + c);
     }
 #pragma unroll
-    for (int j = 0; j < kTile; ++j) {
+    for (int j = 0; j < kWkvTile; ++j) {
       const int i = i0 + j * kThreads;
       if (i >= n) break;
       float ww = u[j] + k[j];
@@ -164,15 +215,18 @@ __device__ void wkv_prologue(const Rwkv4DecodeStage& s, W* xs) {
   }
 }
 
+// One pass for the ffn value's 8192 inputs.
+constexpr int kInputTile = 16;
+
 template <typename W>
 __device__ void input_prologue(const Rwkv4DecodeStage& s, W* xs) {
   const int K = s.K, Kp = padded(K), n = s.B * K;
-  for (int i0 = threadIdx.x; i0 < n; i0 += kTile * kThreads) {
-    float v[kTile];
+  for (int i0 = threadIdx.x; i0 < n; i0 += kInputTile * kThreads) {
+    float v[kInputTile];
 #pragma unroll
-    for (int j = 0; j < kTile; ++j) v[j] = __ldg(s.x + min(i0 + j * kThreads, n - 1));
+    for (int j = 0; j < kInputTile; ++j) v[j] = __ldcg(s.x + min(i0 + j * kThreads, n - 1));
 #pragma unroll
-    for (int j = 0; j < kTile; ++j) {
+    for (int j = 0; j < kInputTile; ++j) {
       const int i = i0 + j * kThreads;
       if (i >= n) break;
       xs[(size_t)(i / K) * Kp + i % K] = Dtype<W>::from_float(v[j]);
@@ -262,10 +316,10 @@ __device__ void epilogue(const Rwkv4Gemv& g, int row, int b, float acc) {
   const float y = round_to<W>(acc);
   switch (g.op) {
     case RWKV4_OP_STORE: g.out[at] = y; break;
-    case RWKV4_OP_ADD: g.out[at] += y; break;
+    case RWKV4_OP_ADD: g.out[at] = __ldcg(g.out + at) + y; break;
     case RWKV4_OP_SIGMOID: g.out[at] = round_to<W>(1.f / (1.f + expf(-y))); break;
     case RWKV4_OP_RELU_SQUARE: g.out[at] = round_to<W>(fmaxf(y, 0.f) * fmaxf(y, 0.f)); break;
-    case RWKV4_OP_GATED_ADD: g.out[at] += round_to<W>(g.gate[at] * y); break;
+    case RWKV4_OP_GATED_ADD: g.out[at] = __ldcg(g.out + at) + round_to<W>(__ldcg(g.gate + at) * y); break;
   }
 }
 
@@ -285,82 +339,155 @@ __device__ void reduce_and_store(const Rwkv4DecodeStage& s, const Group& g, floa
   }
 }
 
-// Programmatic dependent launch (Hopper): a stage launches while the previous one drains, requests
-// its weights (which no stage writes), then waits for the previous stage's results before touching
-// anything else. Before sm_90 both are no-ops and launches are ordered as usual.
-__device__ __forceinline__ void wait_for_previous_stage() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
+// ---- the grid-wide barrier ---------------------------------------------------------------------------
+// barrier[0] counts arrivals over the whole launch: barrier j (from 1) is passed once it reaches
+// j * gridDim.x. barrier[kDoneCounter] (another cache line) counts blocks done; the last one out zeroes both for
+// the next launch, when no block can be reading them any more. As CUTLASS's generic barrier:
+// __syncthreads, then one thread per block publishes the block's writes (release) and waits (acquire).
+// Split in two so a warp can request its next weights between arriving and waiting.
+constexpr int kDoneCounter = RWKV4_DECODE_BARRIER_WORDS / 2;
+
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ unsigned add_acq_rel(unsigned* p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+
+__device__ void barrier_arrive(unsigned* barrier) {
+  __syncthreads();  // the block's writes of this stage are done
+  if (threadIdx.x == 0) add_acq_rel(barrier, 1u);
+}
+
+__device__ void barrier_wait(const unsigned* barrier, int j) {
+  if (threadIdx.x == 0)
+    while (load_acquire(barrier) < (unsigned)j * gridDim.x) {
+    }
+  __syncthreads();
+}
+
+__device__ void barrier_reset_on_exit(unsigned* barrier) {
+  if (threadIdx.x == 0 && add_acq_rel(barrier + kDoneCounter, 1u) == gridDim.x - 1)
+    barrier[0] = 0, barrier[kDoneCounter] = 0;
+}
+
+// ---- the program: the stages in order, one persistent launch ----------------------------------------
+// Trace builds (RWKV4_DECODE_TRACE, benchmarks/decode_trace.py): thread 0 of each block stamps clock64()
+// at four points of each stage (start, prologue done, products done, arrived) after the counters.
+__device__ __forceinline__ void stamp(unsigned* barrier, int stage, int event) {
+#ifdef RWKV4_DECODE_TRACE
+  if (threadIdx.x == 0 && stage < 128)
+    reinterpret_cast<long long*>(barrier + 64)[((size_t)stage * gridDim.x + blockIdx.x) * 4 + event] = clock64();
 #endif
 }
 
-__device__ __forceinline__ void let_next_stage_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
+// A warp's first group: groups go round the blocks first, so a stage with fewer groups than warps
+// still spreads over every multiprocessor (and its memory bandwidth), not over the first blocks only.
+__device__ __forceinline__ int first_group() { return (threadIdx.x / 32) * gridDim.x + blockIdx.x; }
 
+// Blocks with no group in the stage skip its prologue (every block would read the same vectors from
+// L2 for nothing); block 0 always has one, and it alone writes ln_out and the new WKV state.
 template <typename W>
 __device__ void prologue_and_copies(const Rwkv4DecodeStage& s, W* xs) {
-  wait_for_previous_stage();
-  let_next_stage_launch();
   for (int c = 0; c < s.n_copies; ++c)
     for (int i = blockIdx.x * kThreads + threadIdx.x; i < s.copy[c].n; i += gridDim.x * kThreads)
-      s.copy[c].dst[i] = s.copy[c].src[i];
+      s.copy[c].dst[i] = __ldcg(s.copy[c].src + i);
+  if (blockIdx.x >= group_count(s)) return;  // warp 0 has the block's lowest first group
   if (s.prologue == RWKV4_PRO_LAYER_NORM) layer_norm_prologue(s, xs);
   else if (s.prologue == RWKV4_PRO_WKV) wkv_prologue(s, xs);
   else input_prologue(s, xs);
   __syncthreads();
 }
 
+// 16-byte vectors per lane and row in a chunk (two chunks in flight per warp). Every request in
+// flight queues ahead of the next prologue's reads of x and of the barrier's polling, so the right
+// amount is what covers the memory latency, not the most the registers hold: at 512 threads per SM,
+// 2 (64 KiB per SM in flight) gave 1.71 ms per token, 4 gave 1.82 and 1 gave 1.79 (H100, 1.5B).
+#ifndef RWKV4_DECODE_UNROLL
+#define RWKV4_DECODE_UNROLL 2
+#endif
+constexpr int kUnroll = RWKV4_DECODE_UNROLL;
+
+
+// Vector path. As soon as the products of one group have consumed its weights, the warp requests the
+// first two chunks of its next group in the stage, then reduces and stores; once its block has arrived
+// at the barrier, it requests its first group's of the next stage, which arrive while it waits.
 template <typename W, int NB>
-__global__ void __launch_bounds__(kThreads, 2) decode_stage_vector(const __grid_constant__ Rwkv4DecodeStage s) {
-  constexpr int U = NB <= 2 ? 4 : 2, kStep = 32 * U;
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+    decode_program_vector(const Rwkv4DecodeStage* __restrict__ stages, int n_stages, unsigned* barrier) {
+  constexpr int U = NB <= 2 ? kUnroll : (kUnroll + 1) / 2, kStep = 32 * U;
   extern __shared__ __align__(16) unsigned char smem[];
   W* xs = reinterpret_cast<W*>(smem);
-  const int total = group_count(s), lane = threadIdx.x % 32, nvec = s.K / Dtype<W>::N;
-  int g = blockIdx.x * kWarps + threadIdx.x / 32;
-  // The first two chunks of this warp's first group are requested before the prologue (and before
-  // waiting for the previous stage): the weights depend on neither.
+  const int lane = threadIdx.x % 32, first = first_group(), stride = gridDim.x * kWarps;
   Chunk<W, U> c0, c1;
-  if (g < total) {
+  auto request = [&](const Rwkv4DecodeStage& s, int g) {
     const Group grp = locate(s, g);
     c0.load(s, grp, lane), c1.load(s, grp, lane + kStep);
-  }
-  prologue_and_copies(s, xs);
-  for (bool first = true; g < total; g += gridDim.x * kWarps, first = false) {
-    const Group grp = locate(s, g);
-    if (!first) c0.load(s, grp, lane), c1.load(s, grp, lane + kStep);
-    const W* x = xs + (size_t)s.gemv[grp.m].input * s.B * padded(s.K);
-    float acc[kRows][NB] = {};
-    for (int i0 = lane; i0 < nvec; i0 += 2 * kStep) {  // use one chunk while the other loads
-      c0.fma(x, s.K, s.B, i0, acc);
-      c0.load(s, grp, i0 + 2 * kStep);
-      c1.fma(x, s.K, s.B, i0 + kStep, acc);
-      c1.load(s, grp, i0 + 3 * kStep);
+  };
+  if (first < group_count(stages[0])) request(stages[0], first);
+  for (int i = 0; i < n_stages; ++i) {
+    const Rwkv4DecodeStage& s = stages[i];
+    const bool last_stage = i + 1 == n_stages;
+    const bool next_has_group = !last_stage && first < group_count(stages[i + 1]);
+    stamp(barrier, i, 0);
+    prologue_and_copies(s, xs);
+    stamp(barrier, i, 1);
+    const int total = group_count(s), nvec = s.K / Dtype<W>::N;
+    for (int g = first; g < total; g += stride) {
+      const Group grp = locate(s, g);
+      const W* x = xs + (size_t)s.gemv[grp.m].input * s.B * padded(s.K);
+      float acc[kRows][NB] = {};
+      for (int i0 = lane; i0 < nvec; i0 += 2 * kStep) {  // use one chunk while the other loads
+        c0.fma(x, s.K, s.B, i0, acc);
+        c0.load(s, grp, i0 + 2 * kStep);
+        c1.fma(x, s.K, s.B, i0 + kStep, acc);
+        c1.load(s, grp, i0 + 3 * kStep);
+      }
+      if (g + stride < total) request(s, g + stride);
+      reduce_and_store<W, NB>(s, grp, acc);
     }
-    reduce_and_store<W, NB>(s, grp, acc);
+    if (last_stage) break;
+#ifdef RWKV4_DECODE_TRACE
+    __syncthreads();
+#endif
+    stamp(barrier, i, 2);
+    barrier_arrive(barrier);
+    stamp(barrier, i, 3);
+    if (next_has_group) request(stages[i + 1], first);  // after arriving: a release waits for loads in flight
+    barrier_wait(barrier, i + 1);
   }
+  barrier_reset_on_exit(barrier);
 }
 
 template <typename W, int NB>
-__global__ void __launch_bounds__(kThreads) decode_stage_scalar(const __grid_constant__ Rwkv4DecodeStage s) {
+__global__ void __launch_bounds__(kThreads)
+    decode_program_scalar(const Rwkv4DecodeStage* __restrict__ stages, int n_stages, unsigned* barrier) {
   extern __shared__ __align__(16) unsigned char smem[];
   W* xs = reinterpret_cast<W*>(smem);
-  prologue_and_copies(s, xs);
-  const int total = group_count(s);
-  for (int g = blockIdx.x * kWarps + threadIdx.x / 32; g < total; g += gridDim.x * kWarps) {
-    const Group grp = locate(s, g);
-    const W* w = static_cast<const W*>(s.gemv[grp.m].weight) + (size_t)grp.row0 * s.K;
-    float acc[kRows][NB] = {};
-    dot_scalar<W, NB>(w, grp.nrows, s.K, xs + (size_t)s.gemv[grp.m].input * s.B * padded(s.K), s.B, acc);
-    reduce_and_store<W, NB>(s, grp, acc);
+  for (int i = 0; i < n_stages; ++i) {
+    const Rwkv4DecodeStage& s = stages[i];
+    prologue_and_copies(s, xs);
+    const int total = group_count(s);
+    for (int g = first_group(); g < total; g += gridDim.x * kWarps) {
+      const Group grp = locate(s, g);
+      const W* w = static_cast<const W*>(s.gemv[grp.m].weight) + (size_t)grp.row0 * s.K;
+      float acc[kRows][NB] = {};
+      dot_scalar<W, NB>(w, grp.nrows, s.K, xs + (size_t)s.gemv[grp.m].input * s.B * padded(s.K), s.B, acc);
+      reduce_and_store<W, NB>(s, grp, acc);
+    }
+    if (i + 1 < n_stages) barrier_arrive(barrier), barrier_wait(barrier, i + 1);
   }
+  barrier_reset_on_exit(barrier);
 }
 
 template <typename W, int NB, bool kVector>
-cudaError_t launch(const Rwkv4DecodeStage& s, size_t smem, cudaStream_t stream) {
-  auto kernel = kVector ? decode_stage_vector<W, NB> : decode_stage_scalar<W, NB>;
+cudaError_t launch(const Rwkv4DecodeStage* stages, int n, unsigned* barrier, size_t smem, cudaStream_t stream) {
+  auto kernel = kVector ? decode_program_vector<W, NB> : decode_program_scalar<W, NB>;
   int device = 0, sms = 0, per_sm = 0;
   cudaGetDevice(&device);
   // Raise the kernel's shared-memory cap once per device (and size), not on every launch.
@@ -375,35 +502,44 @@ cudaError_t launch(const Rwkv4DecodeStage& s, size_t smem, cudaStream_t stream) 
   err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
   if (err != cudaSuccess) return err;
   if (per_sm == 0) return cudaErrorInvalidConfiguration;
-  int groups = 0;
-  for (int m = 0; m < s.n_gemv; ++m) groups += (s.gemv[m].rows + kRows - 1) / kRows;  // as group_count
-  // One wave at most: every block pays the prologue once, so extra blocks only repeat it.
-  const int blocks = std::max(1, std::min((groups + kWarps - 1) / kWarps, per_sm * sms));
+  // Every block resident (the barrier needs it; the cooperative launch guarantees it or fails).
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(blocks), config.blockDim = dim3(kThreads), config.dynamicSmemBytes = smem;
+  config.gridDim = dim3(per_sm * sms), config.blockDim = dim3(kThreads), config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute overlap[1];
-  overlap[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  overlap[0].val.programmaticStreamSerializationAllowed = 1;
-  int major = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  config.attrs = overlap, config.numAttrs = major >= 9 ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, s);
+  cudaLaunchAttribute cooperative[1];
+  cooperative[0].id = cudaLaunchAttributeCooperative;
+  cooperative[0].val.cooperative = 1;
+  config.attrs = cooperative, config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, stages, n, barrier);
 }
 
 template <typename W, bool kVector>
-cudaError_t launch_batch(const Rwkv4DecodeStage& s, size_t smem, cudaStream_t stream) {
-  if (s.B <= 1) return launch<W, 1, kVector>(s, smem, stream);
-  if (s.B <= 2) return launch<W, 2, kVector>(s, smem, stream);
-  if (s.B <= 4) return launch<W, 4, kVector>(s, smem, stream);
-  return launch<W, 8, kVector>(s, smem, stream);
+cudaError_t launch_batch(const Rwkv4DecodeStage* stages, int n, unsigned* barrier, int B, size_t smem, cudaStream_t stream) {
+  if (B <= 1) return launch<W, 1, kVector>(stages, n, barrier, smem, stream);
+  if (B <= 2) return launch<W, 2, kVector>(stages, n, barrier, smem, stream);
+  if (B <= 4) return launch<W, 4, kVector>(stages, n, barrier, smem, stream);
+  return launch<W, 8, kVector>(stages, n, barrier, smem, stream);
 }
 
+// The 16-byte path when every stage's rows are whole vectors and every matrix starts 16-byte aligned.
 template <typename W>
-cudaError_t launch_dtype(const Rwkv4DecodeStage& s, size_t smem, cudaStream_t stream) {
-  bool vector = s.K % Dtype<W>::N == 0;
-  for (int m = 0; m < s.n_gemv; ++m) vector = vector && reinterpret_cast<size_t>(s.gemv[m].weight) % 16 == 0;
-  return vector ? launch_batch<W, true>(s, smem, stream) : launch_batch<W, false>(s, smem, stream);
+cudaError_t launch_dtype(const Rwkv4DecodeStage* host, const Rwkv4DecodeStage* device, int n, unsigned* barrier,
+                         size_t smem, cudaStream_t stream) {
+  bool vector = true;
+  for (int i = 0; i < n; ++i) {
+    vector = vector && host[i].K % Dtype<W>::N == 0;
+    for (int m = 0; m < host[i].n_gemv; ++m)
+      vector = vector && reinterpret_cast<size_t>(host[i].gemv[m].weight) % 16 == 0;
+  }
+  const int B = host[0].B;
+  return vector ? launch_batch<W, true>(device, n, barrier, B, smem, stream)
+                : launch_batch<W, false>(device, n, barrier, B, smem, stream);
+}
+
+bool valid(const Rwkv4DecodeStage& s, const Rwkv4DecodeStage& first) {
+  return s.dtype == first.dtype && s.B == first.B && s.B >= 1 && s.B <= RWKV4_DECODE_MAX_BATCH && s.n_gemv >= 1 &&
+         s.n_gemv <= RWKV4_DECODE_MAX_GEMV && s.n_inputs >= 1 && s.n_inputs <= RWKV4_DECODE_MAX_GEMV &&
+         s.n_copies >= 0 && s.n_copies <= RWKV4_DECODE_MAX_COPIES;
 }
 
 }  // namespace
@@ -413,13 +549,16 @@ size_t rwkv4_decode_smem_bytes(const Rwkv4DecodeStage& s) {
   return (size_t)s.n_inputs * s.B * padded(s.K) * item;
 }
 
-cudaError_t rwkv4_decode_stage(const Rwkv4DecodeStage& s, cudaStream_t stream) {
-  if (s.B < 1 || s.B > RWKV4_DECODE_MAX_BATCH || s.n_gemv < 1 || s.n_gemv > RWKV4_DECODE_MAX_GEMV ||
-      s.n_inputs < 1 || s.n_inputs > RWKV4_DECODE_MAX_GEMV || s.n_copies > RWKV4_DECODE_MAX_COPIES)
-    return cudaErrorInvalidValue;
-  const size_t smem = rwkv4_decode_smem_bytes(s);
-  if (s.dtype == 0) return launch_dtype<float>(s, smem, stream);
-  if (s.dtype == 1) return launch_dtype<__nv_bfloat16>(s, smem, stream);
-  if (s.dtype == 2) return launch_dtype<__half>(s, smem, stream);
+cudaError_t rwkv4_decode_run(const Rwkv4DecodeStage* host, const Rwkv4DecodeStage* device, int n,
+                             unsigned* barrier, cudaStream_t stream) {
+  if (n < 1) return cudaErrorInvalidValue;
+  size_t smem = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!valid(host[i], host[0])) return cudaErrorInvalidValue;
+    smem = std::max(smem, rwkv4_decode_smem_bytes(host[i]));
+  }
+  if (host[0].dtype == 0) return launch_dtype<float>(host, device, n, barrier, smem, stream);
+  if (host[0].dtype == 1) return launch_dtype<__nv_bfloat16>(host, device, n, barrier, smem, stream);
+  if (host[0].dtype == 2) return launch_dtype<__half>(host, device, n, barrier, smem, stream);
   return cudaErrorInvalidValue;
 }

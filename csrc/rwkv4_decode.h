@@ -1,7 +1,8 @@
-// RWKV-4 decode (one token per sequence) in four fused kernel launches per layer: host API.
-// Free of torch headers so it compiles on its own (nvcc -c).
+// RWKV-4 decode (one token per sequence) as a program of fused stages, four per layer, all run by one
+// persistent kernel launch with a grid-wide barrier between stages: host API. Free of torch headers so
+// it compiles on its own (nvcc -c).
 //
-// Each launch is a "stage": a prologue builds up to three GEMV input vectors in shared memory (from
+// A "stage": a prologue builds up to three GEMV input vectors in shared memory (from
 // the residual stream through a layer norm and the token shift, or from a plain input, or from the
 // WKV step), then up to three weight matrices are multiplied by them (fp32 accumulation, one warp per
 // two rows, 16-byte weight loads) and each product goes through its epilogue. A layer is
@@ -30,6 +31,11 @@ enum Rwkv4Epilogue {
 #define RWKV4_DECODE_MAX_GEMV 3
 #define RWKV4_DECODE_MAX_COPIES 4
 #define RWKV4_DECODE_MAX_BATCH 8
+#ifdef RWKV4_DECODE_TRACE  // experiment builds: per-block cycle stamps after the counters
+#define RWKV4_DECODE_BARRIER_WORDS (64 + 2 * 4 * 128 * 264)
+#else
+#define RWKV4_DECODE_BARRIER_WORDS 64  // two counters, a cache line apart
+#endif
 
 struct Rwkv4Gemv {
   const void* weight;  // (rows, K)
@@ -70,7 +76,13 @@ struct Rwkv4DecodeStage {
   int n_copies;
 };
 
-// Dynamic shared memory one launch of the stage needs (its prologue vectors).
+// Dynamic shared memory the stage needs per block (its prologue vectors).
 size_t rwkv4_decode_smem_bytes(const Rwkv4DecodeStage& s);
 
-cudaError_t rwkv4_decode_stage(const Rwkv4DecodeStage& s, cudaStream_t stream);
+// Runs stages[0 .. n) in order, in one cooperative launch (every block resident), each stage's results
+// visible to the next. `host` and `device` hold the same stages, in host memory (for the launch
+// configuration) and in device memory (read by the kernel); every stage has the same dtype and B.
+// `barrier`: RWKV4_DECODE_BARRIER_WORDS unsigned ints in device memory, zero before the first run, used
+// by this program only (each run leaves them zero).
+cudaError_t rwkv4_decode_run(const Rwkv4DecodeStage* host, const Rwkv4DecodeStage* device, int n,
+                             unsigned* barrier, cudaStream_t stream);

@@ -1,7 +1,11 @@
-// Thin torch binding for the fused decode stages in rwkv4_decode.cu: checks, pointers, stream.
+// Thin torch binding for the fused decode program in rwkv4_decode.cu: a stage is checked and encoded
+// once (its struct's bytes, pointing into the tensors given), and a program of encoded stages runs as
+// one launch. The caller keeps the tensors alive as long as the stage is used.
 #include <torch/extension.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <cstring>
 
 #include "rwkv4_decode.h"
 
@@ -28,7 +32,7 @@ int weight_dtype(const torch::Tensor& w) {
 
 }  // namespace
 
-void decode_stage(int64_t prologue, torch::Tensor x, std::vector<torch::Tensor> weights, std::vector<int64_t> inputs,
+torch::Tensor decode_stage_encode(int64_t prologue, torch::Tensor x, std::vector<torch::Tensor> weights, std::vector<int64_t> inputs,
                   std::vector<int64_t> ops, std::vector<torch::Tensor> outs, c10::optional<torch::Tensor> gate,
                   c10::optional<torch::Tensor> ln_w, c10::optional<torch::Tensor> ln_b,
                   c10::optional<torch::Tensor> ln_out, c10::optional<torch::Tensor> shift_prev,
@@ -88,8 +92,39 @@ void decode_stage(int64_t prologue, torch::Tensor x, std::vector<torch::Tensor> 
     check_f32(copy_src[c], "copy source", copy_dst[c].numel());
     s.copy[c] = {copy_src[c].data_ptr<float>(), copy_dst[c].data_ptr<float>(), (int)copy_dst[c].numel()};
   }
-  const cudaError_t err = rwkv4_decode_stage(s, at::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "decode_stage: CUDA error: ", cudaGetErrorString(err));
+  torch::Tensor bytes = torch::empty({(int64_t)sizeof(s)}, torch::kUInt8);
+  std::memcpy(bytes.data_ptr(), &s, sizeof(s));
+  return bytes;
+}
+
+void decode_run(torch::Tensor host, torch::Tensor device, torch::Tensor barrier) {
+  const int64_t size = sizeof(Rwkv4DecodeStage);
+  TORCH_CHECK(host.device().is_cpu() && host.scalar_type() == torch::kUInt8 && host.is_contiguous() &&
+                  host.numel() > 0 && host.numel() % size == 0,
+              "decode_run: host must be the concatenated bytes of encoded stages (", size, " each)");
+  TORCH_CHECK(device.is_cuda() && device.scalar_type() == torch::kUInt8 && device.is_contiguous() &&
+                  device.numel() == host.numel(), "decode_run: device must be the host bytes copied to the GPU");
+  TORCH_CHECK(barrier.is_cuda() && barrier.scalar_type() == torch::kInt32 && barrier.is_contiguous() &&
+                  barrier.numel() == RWKV4_DECODE_BARRIER_WORDS && barrier.device() == device.device(),
+              "decode_run: barrier must be ", RWKV4_DECODE_BARRIER_WORDS, " zeroed int32 on the stages' GPU");
+  const auto* stages = reinterpret_cast<const Rwkv4DecodeStage*>(host.data_ptr());
+  const int n = (int)(host.numel() / size);
+  for (int i = 1; i < n; ++i)
+    TORCH_CHECK(stages[i].dtype == stages[0].dtype && stages[i].B == stages[0].B,
+                "decode_run: stage ", i, " has another weight dtype or batch than stage 0");
+  const at::cuda::CUDAGuard guard(device.device());
+  const cudaError_t err = rwkv4_decode_run(stages, reinterpret_cast<const Rwkv4DecodeStage*>(device.data_ptr()), n,
+                                           reinterpret_cast<unsigned*>(barrier.data_ptr<int32_t>()),
+                                           at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "decode_run: CUDA error: ", cudaGetErrorString(err));
+}
+
+int64_t decode_barrier_words() { return RWKV4_DECODE_BARRIER_WORDS; }
+
+int64_t decode_smem_bytes(int64_t n_inputs, int64_t batch, int64_t K, int64_t dtype) {
+  Rwkv4DecodeStage s{};
+  s.n_inputs = (int)n_inputs, s.B = (int)batch, s.K = (int)K, s.dtype = (int)dtype;
+  return (int64_t)rwkv4_decode_smem_bytes(s);
 }
 
 int64_t decode_smem_limit() {

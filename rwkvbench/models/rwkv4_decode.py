@@ -2,14 +2,16 @@
 static buffers, replayed once per token.
 
 Two ways to build the step, both giving the PyTorch model's logits:
-- FusedDecoder: our decode kernels (csrc/rwkv4_decode.cu), four launches per layer, each a
-  weight-streaming GEMV with the elementwise work around it folded in. Runs batches up to 8.
+- FusedDecoder: our decode kernel (csrc/rwkv4_decode.cu), one persistent launch per token running four
+  stages per layer, each a weight-streaming GEMV with the elementwise work around it folded in. Runs
+  batches up to 8.
 - GraphDecoder: the PyTorch step compiled by torch.compile (elementwise work fused by inductor,
   GEMVs by cuBLAS). Any batch.
-RWKVBENCH_DECODE=fused|compiled forces one. The default (auto) takes the fused kernels for a single
-sequence only: at the 1.5B shape on an H100 they give 1.70 ms per token against 1.97 compiled, but
-2.29 ms at batch 2 and 5.58 ms at batch 8 (each block repeats the layer norm per sequence), where the
-compiled step stays at 1.97 ms (benchmarks/decode_stages.py).
+RWKVBENCH_DECODE=fused|compiled forces one. The default (auto) takes the fused kernel for a single
+sequence only: at the 1.5B shape on an H100 it gives 1.70-1.74 ms per token against 1.89-1.97
+compiled; with one launch per stage it took 2.29 ms at batch 2 and 5.58 ms at batch 8 (each block
+repeats the layer norm per sequence), where the compiled step stays at 1.97 ms
+(benchmarks/decode_stages.py).
 
 The state lives in the decoder's static buffers; `step` updates them in place (the SequenceModel
 contract already says a step consumes the state it is given).
@@ -96,7 +98,7 @@ class GraphDecoder(CapturedDecoder):
 
 
 class FusedDecoder(CapturedDecoder):
-    """Four fused kernel launches per layer plus the head (see csrc/rwkv4_decode.h)."""
+    """Four fused stages per layer plus the head, one launch (see csrc/rwkv4_decode.h)."""
 
     config = "fused_kernels+cuda_graph"
 
@@ -109,53 +111,54 @@ class FusedDecoder(CapturedDecoder):
         self.new_wkv = [zeros(C) for _ in range(3)]
         self.out = zeros(V)
         self.decay = [-torch.exp(block.att.time_decay) for block in net.blocks]  # as the PyTorch model has it
+        from rwkvbench.kernels.decode_cuda import DecodeProgram
+
+        stages = [stage for i, block in enumerate(net.blocks) for stage in self.layer_stages(i, block)]
+        self.program = DecodeProgram([*stages, self.head_stage()], self.ids.device)
         self._capture(self._step)
 
     def _step(self):
         net = self.net
         self.x.copy_(net.blocks[0].ln0(net.emb(self.ids[:, 0]).float()))
-        for i, block in enumerate(net.blocks):
-            for stage in self.layer_stages(i, block):
-                stage()
-        self.head_stage()
+        self.program()
         return self.out
 
     def layer_stages(self, i, block):
-        """Layer i's four launches, as callables (benchmarks/decode_stages.py times them one by one)."""
-        from rwkvbench.kernels.decode_cuda import Gemv, decode_stage
+        """Layer i's four stages, encoded (benchmarks/decode_stages.py times each kind on its own)."""
+        from rwkvbench.kernels.decode_cuda import Gemv, encode_stage
 
         s, att, ffn = self.state, block.att, block.ffn
         return [
             # 1. ln1 and token shift -> key, value, sigmoid(receptance)
-            lambda: decode_stage(
+            encode_stage(
                 self.x, [Gemv(att.key.weight, self.k, "store", 0), Gemv(att.value.weight, self.v, "store", 1),
                          Gemv(att.receptance.weight, self.r, "sigmoid", 2)],
                 prologue="layer_norm", layer_norm=(block.ln1.weight, block.ln1.bias), ln_out=self.ln,
                 shift=(s.att_x[i], [att.time_mix_k, att.time_mix_v, att.time_mix_r])),
             # 2. WKV step times the receptance -> output projection into the residual. The new WKV state
             #    goes to scratch (every block reads the old one) and into place in stage 4.
-            lambda: decode_stage(
+            encode_stage(
                 self.r, [Gemv(att.output.weight, self.x, "add")], prologue="wkv",
                 wkv=(self.k, self.v, self.decay[i], att.time_first, s.att_a[i], s.att_b[i], s.att_p[i], *self.new_wkv),
                 copies=[(self.ln, s.att_x[i])]),
             # 3. ln2 and token shift -> relu(key)^2, sigmoid(receptance)
-            lambda: decode_stage(
+            encode_stage(
                 self.x, [Gemv(ffn.key.weight, self.ffn_k, "relu_square", 0),
                          Gemv(ffn.receptance.weight, self.ffn_r, "sigmoid", 1)],
                 prologue="layer_norm", layer_norm=(block.ln2.weight, block.ln2.bias), ln_out=self.ln,
                 shift=(s.ffn_x[i], [ffn.time_mix_k, ffn.time_mix_r])),
             # 4. value, gated by the receptance, into the residual; this layer's state into place
-            lambda: decode_stage(
+            encode_stage(
                 self.ffn_k, [Gemv(ffn.value.weight, self.x, "gated_add")], gate=self.ffn_r,
                 copies=[(self.ln, s.ffn_x[i]), *zip(self.new_wkv, (s.att_a[i], s.att_b[i], s.att_p[i]))]),
         ]
 
     def head_stage(self):
-        from rwkvbench.kernels.decode_cuda import Gemv, decode_stage
+        from rwkvbench.kernels.decode_cuda import Gemv, encode_stage
 
         net = self.net
-        decode_stage(self.x, [Gemv(net.head.weight, self.out)], prologue="layer_norm",
-                     layer_norm=(net.ln_out.weight, net.ln_out.bias))
+        return encode_stage(self.x, [Gemv(net.head.weight, self.out)], prologue="layer_norm",
+                            layer_norm=(net.ln_out.weight, net.ln_out.bias))
 
 
 def decode_choice() -> str:
