@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--dtype", default="fp16")
     ap.add_argument("--compiled", action="store_true")
-    ap.add_argument("--define", action="append", default=[], help="build a variant of the kernel's knobs, e.g. RWKV4_DECODE_EARLY_NEXT=0")
+    ap.add_argument("--define", action="append", default=[], help="build a variant of the kernel's knobs, e.g. RWKV4_DECODE_UNROLL=4")
     ap.add_argument("--bandwidth", type=float, default=2.9e12, help="bytes/s of the GPU's memory (H100 SXM ~2.9e12 measured)")
     args = ap.parse_args()
     model = load_model("rwkv4_1b5", init="random", device="cuda", dtype=args.dtype)

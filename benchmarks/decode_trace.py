@@ -22,6 +22,7 @@ from rwkvbench.kernels.decode_cuda import DecodeProgram
 from rwkvbench.models.rwkv4_decode import FusedDecoder
 from rwkvbench.timing import median_ms
 
+COUNTER_WORDS, TRACE_STAGES, TRACE_BLOCKS = 64, 128, 264  # csrc/rwkv4_decode.h: the barrier buffer's layout
 STAGES = ["ln1+shift -> k, v, r", "wkv -> output", "ln2+shift -> ffn k, r", "ffn value"]
 
 
@@ -32,7 +33,9 @@ def main():
     args = ap.parse_args()
     defines = ("RWKV4_DECODE_TRACE", *args.defines)
     threads = int(next((d.split("=")[1] for d in args.defines if d.startswith("RWKV4_DECODE_THREADS=")), 512))
-    grid = torch.cuda.get_device_properties(0).multi_processor_count * (512 // threads)
+    grid = torch.cuda.get_device_properties(0).multi_processor_count * (512 // threads)  # as the kernel's launch
+    if grid > TRACE_BLOCKS:
+        raise SystemExit(f"{grid} blocks: the trace build records at most {TRACE_BLOCKS} (csrc/rwkv4_decode.h)")
     model = load_model("rwkv4_1b5", init="random", device="cuda", dtype="fp16")
     with torch.inference_mode():
         dec = FusedDecoder(model.net, 1)
@@ -40,9 +43,9 @@ def main():
         print(f"{' '.join(args.defines) or 'defaults'}: {len(prog.stages)} stages, {grid} blocks, "
               f"program {median_ms(prog, 'cuda', 100, 10):.3f} ms per token (traced build)")
         torch.cuda.synchronize()
-        stamps = prog.barrier[64:].view(torch.int64).cpu().numpy()  # the counters take the first 64 words
-    n = len(prog.stages)
-    t = stamps[: 128 * grid * 4].reshape(128, grid, 4)[:n].astype(np.float64) / args.ghz / 1e3
+        stamps = prog.barrier[COUNTER_WORDS:].view(torch.int64).cpu().numpy()
+    n = min(len(prog.stages), TRACE_STAGES)
+    t = stamps[: TRACE_STAGES * grid * 4].reshape(TRACE_STAGES, grid, 4)[:n].astype(np.float64) / args.ghz / 1e3
     phases = {"prologue": t[:, :, 1] - t[:, :, 0], "products": t[:, :, 2] - t[:, :, 1],
               "arrive": t[:, :, 3] - t[:, :, 2], "wait": np.full(t.shape[:2], np.nan), "stage": np.full(t.shape[:2], np.nan)}
     phases["wait"][:-1] = t[1:, :, 0] - t[:-1, :, 3]

@@ -345,7 +345,7 @@ __device__ void reduce_and_store(const Rwkv4DecodeStage& s, const Group& g, floa
 // the next launch, when no block can be reading them any more. As CUTLASS's generic barrier:
 // __syncthreads, then one thread per block publishes the block's writes (release) and waits (acquire).
 // Split in two so a warp can request its next weights between arriving and waiting.
-constexpr int kDoneCounter = RWKV4_DECODE_BARRIER_WORDS / 2;
+constexpr int kDoneCounter = RWKV4_DECODE_COUNTER_WORDS / 2;
 
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   unsigned v;
@@ -381,8 +381,9 @@ __device__ void barrier_reset_on_exit(unsigned* barrier) {
 // at four points of each stage (start, prologue done, products done, arrived) after the counters.
 __device__ __forceinline__ void stamp(unsigned* barrier, int stage, int event) {
 #ifdef RWKV4_DECODE_TRACE
-  if (threadIdx.x == 0 && stage < 128)
-    reinterpret_cast<long long*>(barrier + 64)[((size_t)stage * gridDim.x + blockIdx.x) * 4 + event] = clock64();
+  if (threadIdx.x == 0 && stage < RWKV4_DECODE_TRACE_STAGES && gridDim.x <= RWKV4_DECODE_TRACE_BLOCKS)
+    reinterpret_cast<long long*>(barrier + RWKV4_DECODE_COUNTER_WORDS)[((size_t)stage * gridDim.x + blockIdx.x) * 4 + event] =
+        clock64();
 #endif
 }
 
@@ -413,10 +414,10 @@ __device__ void prologue_and_copies(const Rwkv4DecodeStage& s, W* xs) {
 #endif
 constexpr int kUnroll = RWKV4_DECODE_UNROLL;
 
-
 // Vector path. As soon as the products of one group have consumed its weights, the warp requests the
 // first two chunks of its next group in the stage, then reduces and stores; once its block has arrived
-// at the barrier, it requests its first group's of the next stage, which arrive while it waits.
+// at the barrier, it requests the first chunks of its first group of the next stage, which arrive while
+// it waits.
 template <typename W, int NB>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     decode_program_vector(const Rwkv4DecodeStage* __restrict__ stages, int n_stages, unsigned* barrier) {

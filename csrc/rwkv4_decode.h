@@ -31,10 +31,16 @@ enum Rwkv4Epilogue {
 #define RWKV4_DECODE_MAX_GEMV 3
 #define RWKV4_DECODE_MAX_COPIES 4
 #define RWKV4_DECODE_MAX_BATCH 8
-#ifdef RWKV4_DECODE_TRACE  // experiment builds: per-block cycle stamps after the counters
-#define RWKV4_DECODE_BARRIER_WORDS (64 + 2 * 4 * 128 * 264)
+#define RWKV4_DECODE_COUNTER_WORDS 64  // the barrier's two counters, a cache line apart
+// Trace builds (RWKV4_DECODE_TRACE) keep per-block cycle stamps after the counters: 4 int64 per stage
+// and block, for up to TRACE_STAGES stages and TRACE_BLOCKS blocks (a larger grid records nothing).
+#define RWKV4_DECODE_TRACE_STAGES 128
+#define RWKV4_DECODE_TRACE_BLOCKS 264
+#ifdef RWKV4_DECODE_TRACE
+#define RWKV4_DECODE_BARRIER_WORDS \
+  (RWKV4_DECODE_COUNTER_WORDS + 2 * 4 * RWKV4_DECODE_TRACE_STAGES * RWKV4_DECODE_TRACE_BLOCKS)
 #else
-#define RWKV4_DECODE_BARRIER_WORDS 64  // two counters, a cache line apart
+#define RWKV4_DECODE_BARRIER_WORDS RWKV4_DECODE_COUNTER_WORDS
 #endif
 
 struct Rwkv4Gemv {

@@ -60,7 +60,7 @@ def encode_stage(x, gemvs, *, prologue="input", layer_norm=None, ln_out=None, sh
 
 class DecodeProgram:
     """Stages run in order by one launch; each stage sees the previous ones' results. `defines` build a
-    variant of the kernel's knobs (RWKV4_DECODE_EARLY_NEXT=0, ...; benchmarks/decode_stages.py)."""
+    variant of the kernel's knobs (RWKV4_DECODE_UNROLL=4, ...; benchmarks/decode_stages.py, decode_trace.py)."""
 
     def __init__(self, stages: list[Stage], device: torch.device, defines: tuple[str, ...] = ()):
         self.stages, self.defines = stages, tuple(defines)
