@@ -54,22 +54,20 @@ def main():
             dec._capture(dec._step)
         stages = [dec.layer_stages(i, b) for i, b in enumerate(net.blocks)]
         att, ffn, L = net.blocks[0].att, net.blocks[0].ffn, len(net.blocks)
-        names = ["ln1+shift -> key, value, receptance", "wkv -> output (+residual)",
-                 "ln2+shift -> ffn key, ffn receptance", "ffn value (gated, +residual)"]
-        sizes = [nbytes(att.key, att.value, att.receptance), nbytes(att.output), nbytes(ffn.key, ffn.receptance),
-                 nbytes(ffn.value)]
+        names = ["ln1+shift -> k, v, r -> wkv -> output", "ln2+shift -> ffn k, r -> ffn value"]
+        sizes = [nbytes(att.key, att.value, att.receptance, att.output), nbytes(ffn.key, ffn.receptance, ffn.value)]
         print(f"batch {args.batch}, {args.dtype}; floor = bytes / {args.bandwidth / 1e12:.2f} TB/s")
         total = 0.0
         for j, (name, size) in enumerate(zip(names, sizes)):
             g = graph_of(DecodeProgram([stages[i][j] for i in range(L)], tok.device, args.define))
             us = median_ms(g.replay, "cuda", 50, 5) * 1e3 / L
             total += us * L
-            print(f"  {name:40s} {us:7.2f} us  {size / 1e6:6.1f} MB  {size / us / 1e3:6.0f} GB/s  floor {size / args.bandwidth * 1e6:6.2f} us")
+            print(f"  {name:42s} {us:7.2f} us  {size / 1e6:6.1f} MB  {size / us / 1e3:6.0f} GB/s  floor {size / args.bandwidth * 1e6:6.2f} us")
         g = graph_of(DecodeProgram([dec.head_stage()], tok.device, args.define))
         us = median_ms(g.replay, "cuda", 50, 5) * 1e3
         size = nbytes(net.head)
         total += us
-        print(f"  {'ln_out -> head':40s} {us:7.2f} us  {size / 1e6:6.1f} MB  {size / us / 1e3:6.0f} GB/s  floor {size / args.bandwidth * 1e6:6.2f} us")
+        print(f"  {'ln_out -> head':42s} {us:7.2f} us  {size / 1e6:6.1f} MB  {size / us / 1e3:6.0f} GB/s  floor {size / args.bandwidth * 1e6:6.2f} us")
         step = median_ms(lambda: dec.step(tok), "cuda", 200, 20)
         floor = model.weights_nbytes / args.bandwidth * 1e3
         print(f"sum of stages {total / 1e3:.3f} ms; whole step (graph replay + logits copy) {step:.3f} ms; "

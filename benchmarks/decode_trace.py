@@ -5,7 +5,8 @@ barrier arrival), runs the 1.5B step program and prints, per kind of stage, the 
 
     python benchmarks/decode_trace.py [RWKV4_DECODE_THREADS=256 RWKV4_DECODE_UNROLL=4 ...] [--ghz 1.98]
 
-Phases: prologue (layer norm / WKV / input into shared memory), products (the block's GEMV groups),
+Phases: prologue (residual, layer norm, token shift into shared memory), products (the block's GEMV
+groups, then its channel step and split product),
 arrive (the block's last warp done -> its arrival counted), wait (arrived -> barrier passed). Cycle
 counts are per multiprocessor, shown in us at --ghz (the H100's boost clock).
 """
@@ -23,7 +24,7 @@ from rwkvbench.models.rwkv4_decode import FusedDecoder
 from rwkvbench.timing import median_ms
 
 COUNTER_WORDS, TRACE_STAGES, TRACE_BLOCKS = 64, 128, 264  # csrc/rwkv4_decode.h: the barrier buffer's layout
-STAGES = ["ln1+shift -> k, v, r", "wkv -> output", "ln2+shift -> ffn k, r", "ffn value"]
+STAGES = ["ln1 -> k, v, r -> wkv -> output", "ln2 -> ffn k, r -> ffn value"]
 
 
 def main():
@@ -52,9 +53,9 @@ def main():
     phases["stage"][:-1] = t[1:, :, 0] - t[:-1, :, 0]
     print(f"us, median over blocks (slowest block), mean over layers, at {args.ghz} GHz")
     for j, name in enumerate(STAGES):
-        rows = list(range(j, n - 1, 4))
+        rows = list(range(j, n - 1, len(STAGES)))
         cells = [f"{k} {np.mean(np.nanmedian(v[rows], 1)):5.2f} ({np.mean(np.nanmax(v[rows], 1)):5.2f})" for k, v in phases.items()]
-        print(f"  {name:22s} " + "  ".join(cells))
+        print(f"  {name:32s} " + "  ".join(cells))
 
 
 if __name__ == "__main__":

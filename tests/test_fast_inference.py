@@ -22,6 +22,24 @@ def test_chunked_prefill_equals_one_chunk():
         assert rel_err(a, b) < 1e-5 and torch.equal(a, c)
 
 
+def test_column_major_split_weights_change_nothing_but_the_layout():
+    """The fused decoder's weight layout (output projection and ffn value stored transposed) keeps
+    every value, shape and logit; a second call is a no-op."""
+    model = load_model("rwkv4_tiny", device="cpu")
+    ids = torch.randint(0, 257, (2, 30), generator=torch.Generator().manual_seed(1))
+    before, _ = model.prefill(ids)
+    weights = {name: w.clone() for name, w in model.net.state_dict().items()}
+    model.net.split_weights_column_major()
+    moved = [b.att.output.weight for b in model.net.blocks] + [b.ffn.value.weight for b in model.net.blocks]
+    assert all(w.t().is_contiguous() and not w.is_contiguous() for w in moved)
+    ptrs = [w.data_ptr() for w in moved]
+    model.net.split_weights_column_major()
+    assert [w.data_ptr() for w in moved] == ptrs
+    assert all(torch.equal(w, weights[name]) for name, w in model.net.state_dict().items())
+    after, _ = model.prefill(ids)
+    assert rel_err(after, before) < 1e-5
+
+
 def test_prepare_decode_is_identity_on_cpu():
     for name in ("rwkv4_tiny", "neox_tiny"):
         model = load_model(name, device="cpu")
@@ -62,7 +80,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", [("fp32", 1e-5), ("fp16", 2e-2), ("bf16", 5e-2)])
 @pytest.mark.parametrize("batch", [1, 3, 8])
-@pytest.mark.parametrize("C,F", [(256, 1024), (33, 70)])  # 16-byte weight loads; odd widths (scalar loads)
+# 16-byte weight loads; odd widths (scalar loads); rows longer than one layer-norm pass (K > 2048)
+@pytest.mark.parametrize("C,F", [(256, 1024), (33, 70), (2560, 512)])
 def test_rwkv_fused_decode_equals_plain_step(dtype, tol, batch, C, F, monkeypatch):
     """Our decode kernels against the plain PyTorch step on the same weights: the first step's logits
     and state, then 12 more steps (fed the same tokens)."""

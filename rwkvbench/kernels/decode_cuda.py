@@ -1,11 +1,13 @@
 """The fused RWKV-4 decode program of csrc/rwkv4_decode.cu.
 
-A stage builds its GEMV inputs (a layer norm with token shift, a plain input, or the WKV step times
-the receptance), multiplies up to three weight matrices by them and applies each product's epilogue.
-`encode_stage` checks one stage and packs it (pointers into the tensors given); a `DecodeProgram` runs
-its stages in order in one persistent kernel launch, with a grid-wide barrier between stages. The
-decoder in models/rwkv4_decode.py builds four stages per layer and captures the program's launch in a
-CUDA graph.
+A stage completes the residual stream (adding the previous stage's split product), layer-norms and
+token-shifts it into up to three GEMV inputs, multiplies up to three weight matrices by them and applies
+each product's epilogue; then, on the channels each block owns, an optional channel step (the WKV step,
+or relu^2) whose result is multiplied by a transposed matrix as a split product into an fp32
+accumulator. `encode_stage` checks one stage and packs it (pointers into the tensors given); a
+`DecodeProgram` runs its stages in order in one persistent kernel launch, with a grid-wide barrier
+between stages. The decoder in models/rwkv4_decode.py builds two stages per layer and captures the
+program's launch in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ import torch
 
 from rwkvbench.kernels.cuda_build import load_extension
 
-PROLOGUES = {"input": 0, "layer_norm": 1, "wkv": 2}
-EPILOGUES = {"store": 0, "add": 1, "sigmoid": 2, "relu_square": 3, "gated_add": 4}
-DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # csrc/rwkv4_decode.h
-MAX_BATCH = 8  # csrc/rwkv4_decode.h RWKV4_DECODE_MAX_BATCH
+EPILOGUES = {"store": 0, "sigmoid": 1, "keep": 2}  # csrc/rwkv4_decode.h Rwkv4Epilogue
+CHANNEL_STEPS = {None: 0, "wkv": 1, "relu_square": 2}  # Rwkv4ChannelStep
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the header's dtype codes
+MAX_BATCH = 8  # RWKV4_DECODE_MAX_BATCH
 
 
 @dataclass(frozen=True)
 class Gemv:
-    """out (B, rows) <- epilogue(weight (rows, K) @ input vector `input` of the stage)."""
+    """epilogue(weight (rows, K) @ input vector `input` of the stage) -> out (B, rows), or kept in the
+    block for the channel step ("keep", no out)."""
 
     weight: torch.Tensor
-    out: torch.Tensor
+    out: torch.Tensor | None = None
     op: str = "store"
     input: int = 0
 
@@ -40,22 +43,34 @@ class Stage:
     tensors: tuple
 
 
-def encode_stage(x, gemvs, *, prologue="input", layer_norm=None, ln_out=None, shift=None, wkv=None, gate=None,
-                 copies=()) -> Stage:
-    """x: (B, K) float32, the residual stream (layer_norm), the input (input) or the receptance (wkv).
-    layer_norm: (weight, bias); ln_out receives the normed vector. shift: (previous normed vector,
-    [mix vectors]), one GEMV input per mix. wkv: (k, v, w, u, aa, bb, pp, aa_out, bb_out, pp_out).
-    gate: the gate of a gated_add. copies: (src, dst) float32 pairs copied on the side."""
-    ln_w, ln_b = layer_norm if layer_norm is not None else (None, None)
+def encode_stage(x, gemvs, *, layer_norm, ln_out=None, shift=None, residual=None, residual_out=None,
+                 channel_step=None, wkv=None, split=None, copies=(), zero=()) -> Stage:
+    """x: (B, K) float32, the residual stream. residual: (acc, gate or None), the previous stage's split
+    product to add to x first; residual_out receives the completed stream. layer_norm: (weight, bias);
+    ln_out receives the normed vector. shift: (previous normed vector, [mix vectors]), one GEMV input per
+    mix. channel_step: "wkv" (gemvs 0-2 kept: key, value, receptance; wkv = (w, u, aa, bb, pp), the state
+    updated in place) or "relu_square" (gemv 0 kept). split: (weight (rows of gemv 0, K), acc (B, K)),
+    the step's result times that matrix added into acc. copies: (src, dst) float32 pairs copied on the
+    side; zero: tensors zeroed on the side."""
+    ln_w, ln_b = layer_norm
     prev, mixes = shift if shift is not None else (None, [])
     mixes = [m.reshape(-1) for m in mixes]
-    tensors = (x, *(g.weight for g in gemvs), *(g.out for g in gemvs), gate, ln_w, ln_b, ln_out, prev, *mixes,
-               *(wkv or ()), *(t for pair in copies for t in pair))
+    acc, gate = residual if residual is not None else (None, None)
+    split_weight, split_acc = split if split is not None else (None, None)
+    tensors = (x, *(g.weight for g in gemvs), *(g.out for g in gemvs), acc, gate, residual_out, ln_w, ln_b, ln_out,
+               prev, *mixes, *(wkv or ()), split_weight, split_acc, *(t for pair in copies for t in pair), *zero)
+    empty = torch.empty(0)  # stands for a kept product's unused output
     encoded = load_extension().decode_stage_encode(
-        PROLOGUES[prologue], x, [g.weight for g in gemvs], [g.input for g in gemvs],
-        [EPILOGUES[g.op] for g in gemvs], [g.out for g in gemvs], gate, ln_w, ln_b, ln_out, prev, mixes,
-        list(wkv or ()), [s for s, _ in copies], [d for _, d in copies])
+        x, [g.weight for g in gemvs], [g.input for g in gemvs], [EPILOGUES[g.op] for g in gemvs],
+        [empty if g.out is None else g.out for g in gemvs], acc, gate, residual_out, ln_w, ln_b, ln_out, prev, mixes,
+        CHANNEL_STEPS[channel_step], list(wkv or ()), split_weight, split_acc, [s for s, _ in copies],
+        [d for _, d in copies], list(zero))
     return Stage(encoded, tuple(t for t in tensors if t is not None))
+
+
+def split_accumulator(batch: int, K: int, device: torch.device) -> torch.Tensor:
+    """A zeroed split-product accumulator: the kernel's copies (csrc/rwkv4_decode.h SPLIT_COPIES) of (B, K)."""
+    return torch.zeros(load_extension().decode_split_copies(), batch, K, device=device)
 
 
 class DecodeProgram:
@@ -73,15 +88,16 @@ class DecodeProgram:
         load_extension(self.defines).decode_run(self.host, self.device, self.barrier)
 
 
-def smem_bytes(n_inputs: int, batch: int, K: int, dtype: torch.dtype) -> int:
-    return load_extension().decode_smem_bytes(n_inputs, batch, K, DTYPE_CODES[dtype])
+def smem_bytes(n_inputs: int, batch: int, K: int, dtype: torch.dtype, kept_rows: list[int]) -> int:
+    return load_extension().decode_smem_bytes(n_inputs, batch, K, DTYPE_CODES[dtype], kept_rows)
 
 
 def fused_decode_fits(batch: int, n_embd: int, dim_ffn: int, dtype: torch.dtype) -> bool:
     """Whether the fused stages can run this batch: at most MAX_BATCH sequences, and every stage's input
-    vectors (three of width n_embd, or one of width dim_ffn) within a block's shared memory."""
+    vectors and kept products within a block's shared memory (the attention stage: three inputs of
+    width n_embd, key, value and receptance kept; the ffn stage: two inputs, the ffn key kept)."""
     ext = load_extension()
     if ext is None or batch > MAX_BATCH or dtype not in DTYPE_CODES:
         return False
-    need = max(smem_bytes(3, batch, n_embd, dtype), smem_bytes(1, batch, dim_ffn, dtype))
-    return need + 1024 <= ext.decode_smem_limit()  # 1 KiB for the kernel's own reduction scratch
+    need = max(smem_bytes(3, batch, n_embd, dtype, [n_embd] * 3), smem_bytes(2, batch, n_embd, dtype, [dim_ffn]))
+    return need <= ext.decode_smem_limit()

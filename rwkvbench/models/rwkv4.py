@@ -159,6 +159,16 @@ class RWKV4(nn.Module):
         self.head.weight = nn.Parameter(padded[: W.shape[0]], requires_grad=W.requires_grad)
         self.head_padded = padded
 
+    def split_weights_column_major(self) -> None:
+        """Store each layer's output projection and ffn value weights transposed in memory (weight.t()
+        contiguous; same values and shape). The fused decoder multiplies them as split products, by
+        columns (csrc/rwkv4_decode.h); the prefill's GEMMs take either layout."""
+        for block in self.blocks:
+            for linear in (block.att.output, block.ffn.value):
+                w = linear.weight
+                if not w.t().is_contiguous():
+                    w.data = w.data.t().contiguous().t()
+
     def _apply(self, fn, recurse=True):
         """.to() / .half() move the padded buffer and head.weight separately: tie them again."""
         super()._apply(fn, recurse)
@@ -317,4 +327,6 @@ def build_rwkv4(sd: dict, shape: RWKV4Shape, dtype=torch.float32, device="cpu") 
     own = net.state_dict()
     net.load_state_dict({k: v.to(dtype=own[k].dtype) for k, v in sd.items()}, strict=True)
     net.pad_head()
+    if net.head.weight.is_cuda:  # decided at load, so prefill and decode always see the same layout
+        net.split_weights_column_major()
     return net

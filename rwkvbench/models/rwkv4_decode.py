@@ -2,9 +2,9 @@
 static buffers, replayed once per token.
 
 Two ways to build the step, both giving the PyTorch model's logits:
-- FusedDecoder: our decode kernel (csrc/rwkv4_decode.cu), one persistent launch per token running four
-  stages per layer, each a weight-streaming GEMV with the elementwise work around it folded in. Runs
-  batches up to 8.
+- FusedDecoder: our decode kernel (csrc/rwkv4_decode.cu), one persistent launch per token running two
+  stages per layer, weight-streaming GEMVs with the elementwise work around them folded in (the output
+  projection and the ffn value as split products). Runs batches up to 8.
 - GraphDecoder: the PyTorch step compiled by torch.compile (elementwise work fused by inductor,
   GEMVs by cuBLAS). Any batch.
 RWKVBENCH_DECODE=fused|compiled forces one. The default (auto) takes the fused kernel for a single
@@ -98,20 +98,28 @@ class GraphDecoder(CapturedDecoder):
 
 
 class FusedDecoder(CapturedDecoder):
-    """Four fused stages per layer plus the head, one launch (see csrc/rwkv4_decode.h)."""
+    """Two fused stages per layer plus the head, one launch (see csrc/rwkv4_decode.h).
+
+    The output projection and the ffn value run as split products, which read their matrices by
+    columns: those two weights are stored column-major (RWKV4.split_weights_column_major), so a
+    block's columns are contiguous rows of `weight.t()`."""
 
     config = "fused_kernels+cuda_graph"
 
     def __init__(self, net: RWKV4, batch: int):
         super().__init__(net, batch)
-        C, F, V = net.shape.n_embd, net.shape.dim_ffn, net.shape.vocab_size
+        C, V = net.shape.n_embd, net.shape.vocab_size
         zeros = lambda n: torch.zeros(batch, n, device=self.ids.device)  # noqa: E731
-        self.x, self.ln, self.k, self.v, self.r, self.ffn_r = (zeros(C) for _ in range(6))
-        self.ffn_k = zeros(F)
-        self.new_wkv = [zeros(C) for _ in range(3)]
+        # residual stream: input (embedding), after attention, after ffn; normed vectors on their way to
+        # the shift state; sigmoid(ffn receptance); split accumulators by layer parity (each is zeroed
+        # a stage after its last reader, see layer_stages)
+        self.x, self.x_att, self.x_ffn, self.ln_att, self.ln_ffn, self.ffn_r = (zeros(C) for _ in range(6))
+        from rwkvbench.kernels.decode_cuda import DecodeProgram, split_accumulator
+
+        self.acc_out, self.acc_value = ([split_accumulator(batch, C, self.ids.device) for _ in range(2)] for _ in range(2))
         self.out = zeros(V)
         self.decay = [-torch.exp(block.att.time_decay) for block in net.blocks]  # as the PyTorch model has it
-        from rwkvbench.kernels.decode_cuda import DecodeProgram
+        net.split_weights_column_major()  # a no-op for nets built on the GPU
 
         stages = [stage for i, block in enumerate(net.blocks) for stage in self.layer_stages(i, block)]
         self.program = DecodeProgram([*stages, self.head_stage()], self.ids.device)
@@ -124,41 +132,49 @@ class FusedDecoder(CapturedDecoder):
         return self.out
 
     def layer_stages(self, i, block):
-        """Layer i's four stages, encoded (benchmarks/decode_stages.py times each kind on its own)."""
+        """Layer i's two stages, encoded (benchmarks/decode_stages.py times each kind on its own).
+
+        Accumulator lifetimes: layer i's attention adds into acc_out[i % 2], read by its ffn stage and
+        zeroed by the next attention stage (or the head); its ffn adds into acc_value[i % 2], read by the
+        next attention stage (or the head) and zeroed by the ffn stage after that (the first attention
+        stage zeroes the last layer's, left by the previous token's head)."""
         from rwkvbench.kernels.decode_cuda import Gemv, encode_stage
 
-        s, att, ffn = self.state, block.att, block.ffn
+        s, att, ffn, L = self.state, block.att, block.ffn, len(self.net.blocks)
+        first = i == 0
         return [
-            # 1. ln1 and token shift -> key, value, sigmoid(receptance)
+            # 1. residual += previous ffn; ln1, token shift -> key, value, receptance -> WKV step ->
+            #    r * wkv times the output projection, split, into acc_out
             encode_stage(
-                self.x, [Gemv(att.key.weight, self.k, "store", 0), Gemv(att.value.weight, self.v, "store", 1),
-                         Gemv(att.receptance.weight, self.r, "sigmoid", 2)],
-                prologue="layer_norm", layer_norm=(block.ln1.weight, block.ln1.bias), ln_out=self.ln,
-                shift=(s.att_x[i], [att.time_mix_k, att.time_mix_v, att.time_mix_r])),
-            # 2. WKV step times the receptance -> output projection into the residual. The new WKV state
-            #    goes to scratch (every block reads the old one) and into place in stage 4.
+                self.x if first else self.x_ffn,
+                [Gemv(att.key.weight, op="keep", input=0), Gemv(att.value.weight, op="keep", input=1),
+                 Gemv(att.receptance.weight, op="keep", input=2)],
+                residual=None if first else (self.acc_value[(i - 1) % 2], self.ffn_r), residual_out=self.x_att,
+                layer_norm=(block.ln1.weight, block.ln1.bias), ln_out=self.ln_att,
+                shift=(s.att_x[i], [att.time_mix_k, att.time_mix_v, att.time_mix_r]),
+                channel_step="wkv", wkv=(self.decay[i], att.time_first, s.att_a[i], s.att_b[i], s.att_p[i]),
+                split=(att.output.weight.t(), self.acc_out[i % 2]),
+                copies=[] if first else [(self.ln_ffn, s.ffn_x[i - 1])],
+                zero=[self.acc_value[(L - 1) % 2]] if first else [self.acc_out[(i - 1) % 2]]),
+            # 2. residual += attention output; ln2, token shift -> relu(ffn key)^2 times the ffn value,
+            #    split, into acc_value; sigmoid(ffn receptance), the gate the next stage applies
             encode_stage(
-                self.r, [Gemv(att.output.weight, self.x, "add")], prologue="wkv",
-                wkv=(self.k, self.v, self.decay[i], att.time_first, s.att_a[i], s.att_b[i], s.att_p[i], *self.new_wkv),
-                copies=[(self.ln, s.att_x[i])]),
-            # 3. ln2 and token shift -> relu(key)^2, sigmoid(receptance)
-            encode_stage(
-                self.x, [Gemv(ffn.key.weight, self.ffn_k, "relu_square", 0),
-                         Gemv(ffn.receptance.weight, self.ffn_r, "sigmoid", 1)],
-                prologue="layer_norm", layer_norm=(block.ln2.weight, block.ln2.bias), ln_out=self.ln,
-                shift=(s.ffn_x[i], [ffn.time_mix_k, ffn.time_mix_r])),
-            # 4. value, gated by the receptance, into the residual; this layer's state into place
-            encode_stage(
-                self.ffn_k, [Gemv(ffn.value.weight, self.x, "gated_add")], gate=self.ffn_r,
-                copies=[(self.ln, s.ffn_x[i]), *zip(self.new_wkv, (s.att_a[i], s.att_b[i], s.att_p[i]))]),
+                self.x_att, [Gemv(ffn.key.weight, op="keep", input=0), Gemv(ffn.receptance.weight, self.ffn_r, "sigmoid", 1)],
+                residual=(self.acc_out[i % 2], None), residual_out=self.x_ffn,
+                layer_norm=(block.ln2.weight, block.ln2.bias), ln_out=self.ln_ffn,
+                shift=(s.ffn_x[i], [ffn.time_mix_k, ffn.time_mix_r]),
+                channel_step="relu_square", split=(ffn.value.weight.t(), self.acc_value[i % 2]),
+                copies=[(self.ln_att, s.att_x[i])], zero=[] if first else [self.acc_value[(i - 1) % 2]]),
         ]
 
     def head_stage(self):
         from rwkvbench.kernels.decode_cuda import Gemv, encode_stage
 
-        net = self.net
-        return encode_stage(self.x, [Gemv(net.head.weight, self.out)], prologue="layer_norm",
-                            layer_norm=(net.ln_out.weight, net.ln_out.bias))
+        net, s, L = self.net, self.state, len(self.net.blocks)
+        return encode_stage(self.x_ffn, [Gemv(net.head.weight, self.out)],
+                            residual=(self.acc_value[(L - 1) % 2], self.ffn_r),
+                            layer_norm=(net.ln_out.weight, net.ln_out.bias),
+                            copies=[(self.ln_ffn, s.ffn_x[L - 1])], zero=[self.acc_out[(L - 1) % 2]])
 
 
 def decode_choice() -> str:
