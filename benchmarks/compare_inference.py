@@ -42,7 +42,7 @@ def ids_of(T):
 
 
 class Harness:
-    name = "ours (rwkvbench RWKV-4)"  # any SequenceModel; renamed per system below
+    name = "ours (rwkvbench RWKV-4)"  # any SequenceModel; measure() takes another name
 
     def __init__(self, model):
         self.m = model
@@ -124,8 +124,8 @@ def main():
     shape = ck.RWKV4Shape(24, 2048, 50277, 8192)
     rows = []
 
-    def measure(system, prefill_lens, decode_lens):
-        row = {"system": system.name}
+    def measure(system, prefill_lens, decode_lens, name=None):
+        row = {"system": name or system.name}
         for T in prefill_lens:
             try:
                 row[f"prefill_{T}_ms"] = ms(lambda: system.prefill(ids_of(T)), repeats=3, warmup=1)
@@ -145,8 +145,8 @@ def main():
     rows[-1]["decode"] = ours.decode_config
     os.environ["RWKVBENCH_DECODE"] = "compiled"  # the PyTorch step compiled, for comparison
     ours._decoder = None
-    measure(Harness(ours), [], DECODE_AT[:1])
-    rows[-1].update(system="ours, compiled PyTorch decode", decode=ours.decode_config)
+    measure(Harness(ours), [], DECODE_AT[:1], name="ours, compiled PyTorch decode")
+    rows[-1]["decode"] = ours.decode_config
     del os.environ["RWKVBENCH_DECODE"]
     long = ids_of(1 << 20)
     row = {"system": "ours, 1M-token prefill", "prefill_1048576_ms": ms(lambda: ours.prefill(long, logits="last"), 1, 0),
@@ -160,8 +160,7 @@ def main():
 
     neox = load_model("pythia_1b4", init="random", device="cuda", dtype="fp16")
     neox.model.config.max_position_embeddings = 1 << 20  # random weights: allow any length (speed only)
-    measure(Harness(neox), PREFILL, DECODE_AT)
-    rows[-1]["system"] = "transformers GPTNeoX (Pythia-1.4B shape)"
+    measure(Harness(neox), PREFILL, DECODE_AT, name="transformers GPTNeoX (Pythia-1.4B shape)")
     del neox
     gc.collect()
     torch.cuda.empty_cache()
