@@ -8,10 +8,10 @@ Two ways to build the step, both giving the PyTorch model's logits:
 - GraphDecoder: the PyTorch step compiled by torch.compile (elementwise work fused by inductor,
   GEMVs by cuBLAS). Any batch.
 RWKVBENCH_DECODE=fused|compiled forces one. The default (auto) takes the fused kernel for a single
-sequence only: at the 1.5B shape on an H100 it gives 1.70-1.74 ms per token against 1.89-1.97
-compiled; with one launch per stage it took 2.29 ms at batch 2 and 5.58 ms at batch 8 (each block
-repeats the layer norm per sequence), where the compiled step stays at 1.97 ms
-(benchmarks/decode_stages.py).
+sequence only: at the 1.5B shape on an H100 it gives 1.40-1.45 ms per token against 1.89 compiled
+(benchmarks/compare_inference.py). The batch threshold was measured with the earlier kernel (one
+launch per stage: 2.29 ms at batch 2 and 5.58 ms at batch 8, each block repeating the layer norm per
+sequence, where the compiled step stays at 1.97 ms) and not yet again with the two-stage one.
 
 The state lives in the decoder's static buffers; `step` updates them in place (the SequenceModel
 contract already says a step consumes the state it is given).
