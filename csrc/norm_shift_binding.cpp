@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "bindings.h"
 #include "norm_shift.h"
 
 #include <string>
@@ -23,13 +24,6 @@ void check(const torch::Tensor& t, const char* name, torch::ScalarType dtype, co
               ", expected ", shape_str(sizes));
 }
 
-int dtype_code(torch::ScalarType t) {
-  if (t == torch::kFloat32) return 0;
-  if (t == torch::kBFloat16) return 1;
-  if (t == torch::kFloat16) return 2;
-  TORCH_CHECK(false, "norm_shift: the output dtype must be float32, bfloat16 or float16, got ", t);
-}
-
 }  // namespace
 
 // Returns (mixed (n_mix, B, T, C) in out_dtype, ln_last (B, C) float32, x + add (B, T, C) float32, or an
@@ -46,7 +40,7 @@ std::vector<torch::Tensor> norm_shift(torch::Tensor x, c10::optional<torch::Tens
   check(last, "last", torch::kFloat32, {B, C});
   const at::cuda::CUDAGuard guard(x.device());
   Rwkv4NormShift a{};
-  a.dtype = dtype_code(out_dtype), a.B = (int)B, a.T = (int)T, a.C = (int)C, a.n_mix = (int)n;
+  a.dtype = dtype_code(out_dtype, "norm_shift: the output dtype"), a.B = (int)B, a.T = (int)T, a.C = (int)C, a.n_mix = (int)n;
   a.x = x.data_ptr<float>(), a.weight = weight.data_ptr<float>(), a.bias = bias.data_ptr<float>();
   a.last = last.data_ptr<float>();
   for (int64_t i = 0; i < n; ++i) {

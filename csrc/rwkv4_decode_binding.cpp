@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "bindings.h"
 #include "rwkv4_decode.h"
 
 namespace {
@@ -23,19 +24,13 @@ const float* f32(const c10::optional<torch::Tensor>& t, const char* name, int64_
   return t->data_ptr<float>();
 }
 
-int weight_dtype(const torch::Tensor& w) {
-  if (w.scalar_type() == torch::kFloat32) return 0;
-  if (w.scalar_type() == torch::kBFloat16) return 1;
-  if (w.scalar_type() == torch::kFloat16) return 2;
-  TORCH_CHECK(false, "decode_stage: weights must be float32, bfloat16 or float16, got ", w.scalar_type());
-}
-
 float* f32_out(const c10::optional<torch::Tensor>& t, const char* name, int64_t numel) {
   return const_cast<float*>(f32(t, name, numel));
 }
 
 void check_weight(const torch::Tensor& w, const char* name, int64_t K, int dtype) {
-  TORCH_CHECK(w.is_cuda() && w.is_contiguous() && w.dim() == 2 && w.size(1) == K && weight_dtype(w) == dtype,
+  TORCH_CHECK(w.is_cuda() && w.is_contiguous() && w.dim() == 2 && w.size(1) == K &&
+                  dtype_code(w.scalar_type(), "decode_stage: weights") == dtype,
               "decode_stage: ", name, " must be a contiguous CUDA (rows, ", K, ") matrix of the first weight's dtype");
 }
 
@@ -92,7 +87,7 @@ torch::Tensor decode_stage_encode(torch::Tensor x, std::vector<torch::Tensor> we
   const at::cuda::CUDAGuard guard(x.device());
 
   Rwkv4DecodeStage s{};
-  s.dtype = weight_dtype(weights[0]);
+  s.dtype = dtype_code(weights[0].scalar_type(), "decode_stage: weights");
   s.B = (int)B, s.K = (int)K, s.x = x.data_ptr<float>();
   s.residual_acc = f32(residual_acc, "residual_acc", RWKV4_DECODE_SPLIT_COPIES * B * K);
   s.residual_gate = f32(residual_gate, "residual_gate", B * K);

@@ -3,16 +3,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "bindings.h"
 #include "wkv4.h"
 
 namespace {
-
-int dtype_code(const torch::Tensor& t) {
-  if (t.scalar_type() == torch::kFloat32) return 0;
-  if (t.scalar_type() == torch::kBFloat16) return 1;
-  if (t.scalar_type() == torch::kFloat16) return 2;
-  TORCH_CHECK(false, "wkv4: k and v must be float32, bfloat16 or float16, got ", t.scalar_type());
-}
 
 void check(const torch::Tensor& t, const char* name, torch::ScalarType dtype, int dims) {
   TORCH_CHECK(t.is_cuda(), "wkv4: ", name, " must be a CUDA tensor");
@@ -49,7 +43,7 @@ std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tens
   auto aa_out = torch::empty({B, C}, f32), bb_out = torch::empty({B, C}, f32), pp_out = torch::empty({B, C}, f32);
   auto tiles = save_seg_states ? torch::empty({3, B, wkv4_num_segments(T), C}, f32) : torch::empty({0}, f32);
   auto ws = torch::empty({(int64_t)wkv4_workspace_bytes(B, T, C)}, k.options().dtype(torch::kUInt8));
-  ok(wkv4_forward(dtype_code(k), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
+  ok(wkv4_forward(dtype_code(k.scalar_type(), "wkv4: k and v"), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
                   has_state ? aa->data_ptr<float>() : nullptr, has_state ? bb->data_ptr<float>() : nullptr,
                   has_state ? pp->data_ptr<float>() : nullptr, y.data_ptr(),
                   aa_out.data_ptr<float>(), bb_out.data_ptr<float>(), pp_out.data_ptr<float>(),
@@ -75,7 +69,7 @@ std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Ten
   auto gw_part = torch::empty({B, J, C}, f32), gu_part = torch::empty({B, J, C}, f32);
   auto g_aa = torch::empty({B, C}, f32), g_bb = torch::empty({B, C}, f32), g_pp = torch::empty({B, C}, f32);
   auto ws = torch::empty({(int64_t)wkv4_workspace_bytes(B, T, C)}, k.options().dtype(torch::kUInt8));
-  ok(wkv4_backward(dtype_code(k), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
+  ok(wkv4_backward(dtype_code(k.scalar_type(), "wkv4: k and v"), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
                    gy.data_ptr(), seg_states.data_ptr<float>(), pp_out.data_ptr<float>(),
                    g_aa_out ? g_aa_out->data_ptr<float>() : nullptr, g_bb_out ? g_bb_out->data_ptr<float>() : nullptr,
                    gk.data_ptr(), gv.data_ptr(), gw_part.data_ptr<float>(), gu_part.data_ptr<float>(),
