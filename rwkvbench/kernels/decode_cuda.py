@@ -49,9 +49,9 @@ def encode_stage(x, gemvs, *, layer_norm, ln_out=None, shift=None, residual=None
     product to add to x first; residual_out receives the completed stream. layer_norm: (weight, bias);
     ln_out receives the normed vector. shift: (previous normed vector, [mix vectors]), one GEMV input per
     mix. channel_step: "wkv" (gemvs 0-2 kept: key, value, receptance; wkv = (w, u, aa, bb, pp), the state
-    updated in place) or "relu_square" (gemv 0 kept). split: (weight (rows of gemv 0, K), acc (B, K)),
-    the step's result times that matrix added into acc. copies: (src, dst) float32 pairs copied on the
-    side; zero: tensors zeroed on the side."""
+    updated in place) or "relu_square" (gemv 0 kept). split: (weight (rows of gemv 0, K), acc), the
+    step's result times that matrix added into acc, a `split_accumulator` (so is residual's acc).
+    copies: (src, dst) float32 pairs copied on the side; zero: tensors zeroed on the side."""
     ln_w, ln_b = layer_norm
     prev, mixes = shift if shift is not None else (None, [])
     mixes = [m.reshape(-1) for m in mixes]
