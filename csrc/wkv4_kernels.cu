@@ -121,6 +121,35 @@ __device__ __forceinline__ int seg_len(int T, int j, int q) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// The block's tile, claimed through the ticket in launch order (so tiles are handed out in the order
+// their look-back needs; the backward's last to first), and this thread's channel and segment in it:
+// tile j of (batch row, channel group) bg, batch row b, channel c (cc: clamped to a valid one for loads), the segment's first step
+// t0 and length n, the channel's w and u, and the offset of element (b, 0, cc).
+struct TileSlot {
+  int j, bg, b, c, cc, t0, n;
+  bool valid;
+  float w, u;
+  size_t base;
+};
+
+template <int L>
+__device__ TileSlot claim_tile(int B, int T, int C, int G, int J, bool reverse, const float* __restrict__ w_,
+                               const float* __restrict__ u_, Workspace ws) {
+  __shared__ int s_tile;
+  if (threadIdx.x == 0) s_tile = atomicAdd(ws.ticket, 1);
+  __syncthreads();
+  const int BG = B * G, s = threadIdx.x >> 5;
+  TileSlot t;
+  t.j = reverse ? J - 1 - s_tile / BG : s_tile / BG;
+  t.bg = s_tile % BG;
+  t.b = t.bg / G, t.c = (t.bg % G) * 32 + (threadIdx.x & 31);
+  t.valid = t.c < C, t.cc = t.valid ? t.c : C - 1;
+  t.w = w_[t.cc], t.u = u_[t.cc];
+  t.t0 = t.j * WKV4_TILE + s * L, t.n = seg_len<L>(T, t.j, s);
+  t.base = (size_t)t.b * T * C + t.cc;
+  return t;
+}
+
 template <typename TI, int L>
 __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
     wkv4_fwd_kernel(int B, int T, int C, int G, int J, const float* __restrict__ w_, const float* __restrict__ u_,
@@ -130,21 +159,10 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
                     float* __restrict__ seg_states, Workspace ws) {
   static_assert(L % WKV4_BWD_L == 0, "forward segments must hold whole backward segments");
   constexpr int S = WKV4_TILE / L;
-  __shared__ int s_tile;
   __shared__ St seg[S][32];
   __shared__ St carry[32];
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
-  if (threadIdx.x == 0) s_tile = atomicAdd(ws.ticket, 1);
-  __syncthreads();
-  const int BG = B * G;
-  const int j = s_tile / BG, bg = s_tile % BG;
-  const int b = bg / G, c = (bg % G) * 32 + lane;
-  const bool valid = c < C;
-  const int cc = valid ? c : C - 1;
-  const float w = w_[cc], u = u_[cc];
-  const int t0 = j * WKV4_TILE + s * L;
-  const int n = seg_len<L>(T, j, s);
-  const size_t base = (size_t)b * T * C + cc;
+  const auto [j, bg, b, c, cc, t0, n, valid, w, u, base] = claim_tile<L>(B, T, C, G, J, false, w_, u_, ws);
 
   float kr[L], vr[L];
 #pragma unroll
@@ -230,22 +248,11 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
                     float* __restrict__ g_aa_in, float* __restrict__ g_bb_in, float* __restrict__ g_pp_in,
                     Workspace ws) {
   constexpr int S = WKV4_TILE / L;
-  __shared__ int s_tile;
   __shared__ St seg[S][32];
   __shared__ St carry[32];
   __shared__ float red_w[S][32], red_u[S][32];
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
-  if (threadIdx.x == 0) s_tile = atomicAdd(ws.ticket, 1);
-  __syncthreads();
-  const int BG = B * G;
-  const int j = J - 1 - s_tile / BG, bg = s_tile % BG;  // tiles handed out last to first
-  const int b = bg / G, c = (bg % G) * 32 + lane;
-  const bool valid = c < C;
-  const int cc = valid ? c : C - 1;
-  const float w = w_[cc], u = u_[cc];
-  const int t0 = j * WKV4_TILE + s * L;
-  const int n = seg_len<L>(T, j, s);
-  const size_t base = (size_t)b * T * C + cc;
+  const auto [j, bg, b, c, cc, t0, n, valid, w, u, base] = claim_tile<L>(B, T, C, G, J, true, w_, u_, ws);
 
   float kr[L], vr[L], gr[L];
 #pragma unroll
