@@ -8,13 +8,14 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def conf_dir() -> Path:
-    """conf/ ships as the package `rwkvbench.conf`; in a bare source checkout it is the top-level folder."""
-    try:
-        import rwkvbench.conf as pkg
+    """conf/ ships as the package `rwkvbench.conf`; in a source checkout it is the top-level folder, and the
+    checkout's own wins (a second worktree on PYTHONPATH must not read the installed one's configs)."""
+    checkout = Path(__file__).resolve().parents[1] / "conf"
+    if (checkout / "config.yaml").is_file():
+        return checkout
+    import rwkvbench.conf as pkg
 
-        return Path(pkg.__file__).parent
-    except ImportError:
-        return Path(__file__).resolve().parents[1] / "conf"
+    return Path(pkg.__file__).parent
 
 
 def options(group: str) -> list[str]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rwkvbench.errors import UserError
+
 ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
 ACC_NORM = ACC + [{"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
 CLOZE_METRICS = [{"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False}] + ACC
@@ -96,7 +98,7 @@ BUILTIN = {
 }
 
 
-class TaskDataError(FileNotFoundError):
+class TaskDataError(UserError, FileNotFoundError):
     """A task whose data is missing offline; the message says which file to supply."""
 
 

@@ -15,12 +15,13 @@ SOURCES = ("extension.cpp", "wkv4_binding.cpp", "wkv4_kernels.cu", "norm_shift_b
 
 
 def csrc_dir() -> Path:
-    try:
-        import rwkvbench.csrc as pkg
+    """The checkout's csrc/ when running from source (see config.conf_dir), else the installed package's."""
+    checkout = Path(__file__).resolve().parents[2] / "csrc"
+    if (checkout / "extension.cpp").is_file():
+        return checkout
+    import rwkvbench.csrc as pkg
 
-        return Path(pkg.__file__).parent
-    except ImportError:
-        return Path(__file__).resolve().parents[2] / "csrc"
+    return Path(pkg.__file__).parent
 
 
 def _cache_dir(sources: list[Path], defines: tuple) -> Path:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from rwkvbench.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file and what was wrong."""
 
 
