@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from rwkvbench.evals import get_evaluator
+from rwkvbench.evals import get_evaluator, get_summarizer
 from rwkvbench.models.registry import load_model, model_config
 from rwkvbench.results import ResultsWriter, versions
 from rwkvbench.units import STATUS_METRICS, for_device, run_units
@@ -85,4 +85,10 @@ def run(cfg: DictConfig, out_dir: str | Path, rank: int = 0, world_size: int = 1
                       f"same settings in {writer.dir}, kept")
         del model
         gc.collect()
+    for part in cfg.task.parts:  # summaries across models, once every model is measured
+        summarize = get_summarizer(part.evaluator)
+        if summarize is not None and rank == 0:
+            rows = summarize(writer.read(), writer.dir, part)
+            if rows:
+                writer.append(rows)
     return writer
