@@ -23,15 +23,15 @@ def timed_ms(fn, device: torch.device) -> float:
 
 
 def repeat_ms(fn, device: torch.device, repeats: int, warmup: int, budget=None, min_repeats: int = 1) -> list[float]:
-    """Durations of `repeats` runs after `warmup` untimed ones. With a `budget` (units.Budget), stop early
-    once it is spent, after at least `min_repeats` timed runs."""
+    """Durations of `repeats` runs after `warmup` untimed ones. With a `budget` (units.Budget), stop once
+    another run would not fit in what is left of it, after at least `min_repeats` timed runs."""
     for _ in range(warmup):
         if budget is not None and budget.expired():
             break
         fn()
-    times = []
+    times: list[float] = []
     for _ in range(repeats):
-        if budget is not None and len(times) >= min_repeats and budget.expired():
+        if budget is not None and len(times) >= min_repeats and budget.remaining() < times[-1] / 1e3:
             break
         times.append(timed_ms(fn, device))
     return times

@@ -33,8 +33,13 @@ REPLACE_COLUMNS = ("model", "dtype", "device", "device_name", "checkpoint", "sui
 
 
 class SkipUnit(Exception):
-    """Raised by `measure` when a unit cannot run here (beyond a device's limit, predicted over budget).
-    The message becomes the `skipped` row's note."""
+    """Raised by `measure` when a unit cannot run here (beyond a device's limit, predicted over budget or
+    over memory). The message becomes the status row's note; `metric` is "skipped", or "oom" for a point
+    predicted not to fit in memory."""
+
+    def __init__(self, reason: str, metric: str = "skipped"):
+        super().__init__(reason)
+        self.metric = metric
 
 
 @dataclass
@@ -107,7 +112,7 @@ def _finite_rows(rows: list[dict], label: str) -> list[dict]:
     return out
 
 
-def _is_oom(e: BaseException) -> bool:
+def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
 
 
@@ -147,9 +152,9 @@ def run_units(model, units: Iterable[Unit], writer, *, max_minutes: float | None
                 rows, files = (out.rows, out.files) if isinstance(out, UnitResult) else (out, {})
                 rows = _finite_rows(rows, f"{model.name} {unit.label or unit.key}")
             except SkipUnit as e:
-                rows = [status_row("skipped", str(e))]
+                rows = [status_row(e.metric, str(e))]
             except Exception as e:  # noqa: BLE001  (only out-of-memory becomes a row; anything else is a bug)
-                if not _is_oom(e):
+                if not is_oom(e):
                     raise
                 rows = [status_row("oom", str(e).strip().splitlines()[0][:300])]
             _free(model.device)

@@ -10,20 +10,19 @@ and of decode next to the weights' bytes. Times are medians with their standard 
 Budgets hold: each point gets `max_seconds_per_point` for its warm-up, prefill repeats (60%) and decode
 steps (the rest), doing fewer repeats when a run is slow; a point predicted to need more than that for a
 single prefill (linear in tokens from the last point of its batch size), or beyond `max_context_len` on
-this device, becomes a `skipped` row, and so does everything left when the run's `max_minutes` is up.
+this device, becomes a `skipped` row, and so does everything left when the run's `max_minutes` is up; a
+point whose state (KV cache), extrapolated linearly from the last two points, would not fit beside the
+weights in the device's memory becomes an `oom` row whose note says it was predicted.
 Those three keys may be given per device type ({cpu: ..., cuda: ...}).
 """
 
 from __future__ import annotations
 
-import math
-import time
-
 import torch
 
 from rwkvbench.evals import register
 from rwkvbench.timing import repeat_ms, timing_rows
-from rwkvbench.units import Budget, SkipUnit, Unit, _is_oom, for_device
+from rwkvbench.units import Budget, SkipUnit, Unit, is_oom, for_device
 
 PREFILL_SHARE = 0.6  # of a point's budget; the decode steps get the rest
 
@@ -45,13 +44,16 @@ def _sync(device):
 
 
 class Trend:
-    """What earlier points of one batch size showed: the last prefill time, and where memory ran out."""
+    """What earlier points of one batch size showed, to skip a point that cannot fit before trying it:
+    the last prefill time, the state's size against context, and where memory ran out."""
 
-    def __init__(self):
+    def __init__(self, device):
         self.last: dict[int, tuple[int, float]] = {}  # batch -> (context, seconds of one prefill)
+        self.states: dict[int, list[tuple[int, int]]] = {}  # batch -> [(context, state bytes)]
         self.oom_at: dict[int, int] = {}  # batch -> shortest context that ran out of memory
+        self.memory = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
 
-    def check(self, L: int, B: int, seconds: float | None) -> None:
+    def check(self, L: int, B: int, seconds: float | None, weights_bytes: int) -> None:
         if B in self.oom_at and L > self.oom_at[B]:
             raise SkipUnit(f"batch {B} ran out of memory at the shorter context {self.oom_at[B]}")
         if B in self.last and seconds is not None:
@@ -60,10 +62,20 @@ class Trend:
             if L > L0 and predicted > seconds:
                 raise SkipUnit(f"one prefill predicted to take {predicted:.0f} s (linear from {s0:.2f} s at {L0} "
                                f"tokens) > max_seconds_per_point={seconds:g}")
+        points = self.states.get(B, [])
+        if self.memory is not None and len(points) >= 2:
+            (L1, s1), (L2, s2) = points[-2:]
+            state = s2 + (L - L2) * (s2 - s1) / (L2 - L1)  # a KV cache grows linearly, a recurrent state not
+            if weights_bytes + state > self.memory:
+                raise SkipUnit(f"predicted out of memory: a state of {state / 2**30:.0f} GiB (linear in context "
+                               f"from {L1} and {L2} tokens) and {weights_bytes / 2**30:.1f} GiB of weights exceed "
+                               f"the device's {self.memory / 2**30:.0f} GiB", metric="oom")
 
 
 def measure_prefill(model, ids, repeats: int, budget: Budget) -> tuple[list[dict], tuple]:
-    """Prefill timings; also returns the (logits, state) of the last run for the decode measurement."""
+    """Prefill timings after one untimed warm-up (compilation, allocator, caches): at least one timed run,
+    more while the prefill's share of the budget lasts. Also returns the (logits, state) of the last run
+    for the decode measurement."""
     dev = model.device
     out: dict = {}
 
@@ -72,19 +84,11 @@ def measure_prefill(model, ids, repeats: int, budget: Budget) -> tuple[list[dict
         out["result"] = model.prefill(ids, logits="last")
 
     _peak_reset(dev)
-    t0 = time.perf_counter()
-    prefill()  # warm-up: compilation, allocator, caches
+    prefill()
     _sync(dev)
-    first_s = time.perf_counter() - t0
-    share = Budget(PREFILL_SHARE * budget.remaining() - first_s)
-    left = max(share.remaining(), 0.0)
-    n = repeats if math.isinf(left) or first_s <= 0 else min(repeats, int(left / first_s))
-    if n >= 1:
-        times, note = repeat_ms(prefill, dev, n, 0, budget=share), None
-    else:
-        times, note = [first_s * 1e3], "one cold run (warm-up included): no timed repeat fit the budget"
+    times = repeat_ms(prefill, dev, repeats, 0, budget=Budget(PREFILL_SHARE * budget.remaining()))
     B, T = ids.shape
-    rows = timing_rows("prefill_ms", times, note)
+    rows = timing_rows("prefill_ms", times)
     rows += [{**r, "metric": r["metric"].replace("prefill_ms", "time_to_first_token_ms")} for r in rows]
     median = rows[0]["value"]
     rows.append({"metric": "prefill_tokens_per_s", "value": B * T / median * 1e3, "n": len(times)})
@@ -95,7 +99,7 @@ def measure_prefill(model, ids, repeats: int, budget: Budget) -> tuple[list[dict
 
 def measure_decode(model, logits, state, steps: int, warmup: int, budget: Budget) -> list[dict]:
     dev = model.device
-    state = model.prepare_decode(state, steps + warmup)
+    state = model.prepare_decode(state, steps + max(warmup, 1))
     _peak_reset(dev)
     tok = logits.argmax(-1)
 
@@ -104,7 +108,8 @@ def measure_decode(model, logits, state, steps: int, warmup: int, budget: Budget
         out, state = model.step(tok, state)
         tok = out.argmax(-1)
 
-    times = repeat_ms(one_step, dev, steps, max(warmup, 1), budget=budget, min_repeats=3)
+    one_step()  # always one untimed step: a compiled step records its graph for this shape here
+    times = repeat_ms(one_step, dev, steps, warmup - 1, budget=budget, min_repeats=3)
     B = tok.shape[0]
     rows = timing_rows("decode_ms_per_token", times)
     rows += [{"metric": "decode_tokens_per_s", "value": B / rows[0]["value"] * 1e3, "n": len(times)},
@@ -115,7 +120,7 @@ def measure_decode(model, logits, state, steps: int, warmup: int, budget: Budget
 
 
 def measure_point(model, L: int, B: int, task, trend: Trend, budget: Budget) -> list[dict]:
-    trend.check(L, B, budget.seconds)
+    trend.check(L, B, budget.seconds, model.weights_nbytes)
     g = torch.Generator().manual_seed(int(task.get("seed", 0)))
     ids = torch.randint(0, model.tokenizer.vocab_size, (B, L), generator=g).to(model.device)
     try:
@@ -123,8 +128,9 @@ def measure_point(model, L: int, B: int, task, trend: Trend, budget: Budget) -> 
         prefill_path = model.prefill_config
         trend.last[B] = (L, next(r["value"] for r in rows if r["metric"] == "prefill_ms") / 1e3)
         rows += measure_decode(model, logits, state, int(task.decode_steps), int(task.warmup), budget)
+        trend.states.setdefault(B, []).append((L, next(r["value"] for r in rows if r["metric"] == "state_bytes")))
     except Exception as e:
-        if _is_oom(e):
+        if is_oom(e):
             trend.oom_at[B] = min(L, trend.oom_at.get(B, L))
         raise
     rows.append({"metric": "weights_bytes", "value": model.weights_nbytes, "n": 1})
@@ -138,7 +144,7 @@ def units(model, task) -> list[Unit]:
     seconds = for_device(task.get("max_seconds_per_point"), device)
     max_len = for_device(task.get("max_context_len"), device)
     params = {k: task.get(k) for k in ("repeats", "warmup", "decode_steps", "seed")} | {"max_seconds": seconds}
-    trend = Trend()
+    trend = Trend(device)
     out = []
     for B in task.batch_sizes:
         for L in task.context_lens:

@@ -65,7 +65,8 @@ class SequenceModel(ABC):
 
     def prepare_decode(self, state: Any, max_new_tokens: int) -> Any:
         """The state in the form this model decodes fastest from, for up to max_new_tokens steps (a
-        static cache, graph-captured buffers, ...). Same values; default: unchanged."""
+        static cache, graph-captured buffers, ...). Same values; default: unchanged. Like prefill and
+        step, it consumes the state it is given (keep a copy_state to reuse it)."""
         return state
 
     @property
