@@ -236,7 +236,7 @@ def base_config(pset: PromptSet, data_dir=None, data_files: dict | None = None) 
                 "dataset_kwargs": {"path": str(_source_file(pset, data_dir, data_files)), **params},
                 "output_type": pset.output_type, "metadata": {"version": 1.0},
                 "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in pset.metrics]}
-    files = {pset.task: data_files[k] for k in (pset.name, pset.task) if k in data_files}
+    files = {pset.task: data_files[k] for k in (pset.task, pset.name) if k in data_files}  # the set's own key wins
     config = resolve_task(pset.task, data_dir, files)
     if isinstance(config, str):
         raise ConfigError(f"prompt set {pset.name}: needs the local data of {pset.task}: give data_dir= (a folder "
@@ -320,14 +320,19 @@ def _first_docs(docs: list[dict], **_lm_eval_metadata) -> dict:
     return {"test": datasets.Dataset.from_list(docs)}
 
 
+def on_documents(config: dict, docs: list[dict]) -> dict:
+    """The task config over the given documents (raw fields) instead of its data: to render a few."""
+    probe = {k: v for k, v in config.items() if k not in ("process_docs", "dataset_path", "dataset_kwargs")}
+    probe.update(custom_dataset=partial(_first_docs, docs), test_split="test", validation_split=None,
+                 training_split=None)
+    return probe
+
+
 def check_renders(pset: PromptSet, config: dict, docs: list[dict], where: str) -> None:
     """Render the template on a few documents through lm-eval itself (a typo in a field name, a bad
     choice list, a target outside the choices) as a one-line ConfigError, before any model runs."""
-    probe = {k: v for k, v in config.items() if k not in ("process_docs", "dataset_path", "dataset_kwargs")}
-    probe.update(custom_dataset=partial(_first_docs, docs[:3]), test_split="test", validation_split=None,
-                 training_split=None)
     try:
-        requests = rendered_requests(probe)
+        requests = rendered_requests(on_documents(config, docs[:3]))
     except Exception as e:  # noqa: BLE001  (jinja, literal_eval and lm-eval's own checks raise many types)
         raise ConfigError(f"{where}: does not render on document 0 ({type(e).__name__}: {e})") from None
     if not requests:

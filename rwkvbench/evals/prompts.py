@@ -147,7 +147,6 @@ def units(model, task) -> list[Unit]:
     data_files = _plain(task.get("data_files")) or {}
     limit, shots = doc_limit(task), int(task.get("num_fewshot") or 0)
     seed, iters = int(task.get("seed", 1234)), int(task.get("bootstrap_iters", 1000))
-    identity = model_identity(model)
     plan = []  # (set, base, {template: config}) -- every template checked before any model runs
     for pset in sets:
         base = base_config(pset, task.get("data_dir"), data_files)
@@ -156,6 +155,7 @@ def units(model, task) -> list[Unit]:
         for t, config in configs.items():
             check_renders(pset, config, docs, f"{pset.origin}: template {t!r}")
         plan.append((pset, base, configs))
+    identity = model_identity(model)
     session = _Session(model, task, {})
     batch = session.get_batch_size()
     out = []
