@@ -259,13 +259,22 @@ def test_summary_rows_equal_a_recomputation_from_rows_and_files(measured):
         assert family.loc[m, "n"] == 6
 
 
-def test_summary_is_seeded_and_units_are_reused(measured):
-    again = pd.DataFrame(get_summarizer("prompt_sensitivity")(measured.df, measured.out, measured.cfg))
+def test_runs_are_seeded_and_units_reused(measured, tmp_path):
+    """The summary's intervals come out the same again (rows of other suites in the folder or not); the
+    same units are recognised as measured; a fresh run of a unit gives the same per-document results."""
+    other = pd.DataFrame([{"model": "x", "metric": "acc", "value": 0.5}])  # no suite: another evaluator's row
+    again = pd.DataFrame(get_summarizer("prompt_sensitivity")(pd.concat([measured.df, other]), measured.out,
+                                                              measured.cfg))
     cols = ["model", "variant", "metric", "value", "stderr"]
     pd.testing.assert_frame_equal(again[cols].reset_index(drop=True), measured.summary[cols].reset_index(drop=True))
     model = load_model("neox_tiny", device="cpu")
     counts = run_units(model, get_evaluator("prompt_sensitivity")(model, measured.cfg), ResultsWriter(measured.out))
     assert counts["reused"] == len(TEMPLATES) and counts["ran"] == 0
+    fresh = get_evaluator("prompt_sensitivity")(model, measured.cfg)[1]
+    run_units(model, [fresh], ResultsWriter(tmp_path))
+    row = read_results(tmp_path).query("metric == 'acc'").iloc[0]
+    path = tmp_path / docs_file("neox_tiny", "boolq", row.variant, row.fingerprint)
+    assert pd.read_csv(path, index_col="doc_id").equals(per_doc(measured, "neox_tiny", row.variant))
 
 
 def test_spread_and_bootstrap_against_plain_references():

@@ -310,10 +310,10 @@ def summarize(results: pd.DataFrame, out_dir, task) -> list[dict]:
     chosen = selected(task, sets)
     boot = {"resamples": int(task.get("ci_resamples", 2000)), "seed": int(task.get("seed", 1234)),
             "ci": float(task.get("ci", 0.95))}
-    df = results[(results.suite == SUITE) & results.metric.isin(SUMMARIZED) & results.value.notna()]
+    df = results[results.suite.eq(SUITE).fillna(False) & results.metric.isin(SUMMARIZED) & results.value.notna()]
     out = []
     for pset in sets:
-        rows = df[(df.task == pset.name) & df.variant.isin(chosen[pset.name])]
+        rows = df[df.task.eq(pset.name).fillna(False) & df.variant.isin(chosen[pset.name])]
         for metric, by_metric in rows.groupby("metric"):
             models = {}
             for key, g in by_metric.groupby(MODEL_COLUMNS, dropna=False):
