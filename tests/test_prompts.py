@@ -402,3 +402,19 @@ def test_cli_runs_a_prompt_set_end_to_end(tmp_path):
     assert "acc_std_diff" in set(df[df.model == BOTH].metric)
     assert df.value.dropna().map(math.isfinite).all()
     assert (out / "prompt_sensitivity" / "prompts" / "copa.txt").is_file()
+
+
+@pytest.mark.gpu
+def test_cuda_run_repeats_itself_and_agrees_with_cpu(measured, tmp_path):
+    """On CUDA (fp32): two runs give identical per-document results, and they agree with the CPU run."""
+    cfg = part(templates=["default", "qfirst"], data_files=OmegaConf.to_container(measured.cfg.data_files))
+    for name in ("rwkv4_tiny", "neox_tiny"):
+        model = load_model(name, device="cuda", dtype="fp32")
+        for run in ("a", "b"):
+            run_units(model, get_evaluator("prompt_sensitivity")(model, cfg), ResultsWriter(tmp_path / run))
+        a, b = read_results(tmp_path / "a"), read_results(tmp_path / "b")
+        for t in ("default", "qfirst"):
+            fa, fb = (r[(r.model == name) & (r.variant == t) & (r.metric == "acc")].fingerprint.iloc[0] for r in (a, b))
+            da = pd.read_csv(tmp_path / "a" / docs_file(name, "boolq", t, fa), index_col="doc_id")
+            db = pd.read_csv(tmp_path / "b" / docs_file(name, "boolq", t, fb), index_col="doc_id")
+            assert da.equals(db) and da.equals(per_doc(measured, name, t)), (name, t)

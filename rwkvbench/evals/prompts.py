@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -106,20 +107,21 @@ def evaluate(lm, manager, config: dict, limit, shots: int, seed: int, iters: int
 
 
 def measure(session: _Session, config: dict, metrics: list[str], limit, shots: int, seed: int, iters: int,
-            per_doc_path: str) -> UnitResult:
+            per_doc_path: str, budget=None) -> UnitResult:
     lm, manager = session.get()
     before = dict(lm.stats)
     results = evaluate(lm, manager, config, limit, shots, seed, iters)
     name = config["task"]
     rows = rows_from_results(results, name)
-    rows += [{"metric": k, "value": lm.stats[k] - before[k], "n": 1} for k in ("tokens_computed", "prefix_tokens_saved")]
+    rows += [{"metric": k, "value": lm.stats[k] - before[k], "n": 1}
+             for k in ("tokens_computed", "prefix_tokens_saved")]
     per_doc = pd.DataFrame([{"doc_id": s["doc_id"], **{m: float(s[m]) for m in metrics if m in s}}
                             for s in results["samples"][name]]).sort_values("doc_id")
     return UnitResult(rows, files={per_doc_path: per_doc.to_csv(index=False),
                                    f"lm_eval/{session.model.name}/{name}.json": results_json(results)})
 
 
-def dump(pset: PromptSet, configs: dict[str, dict], n: int) -> UnitResult:
+def dump(pset: PromptSet, configs: dict[str, dict], n: int, budget=None) -> UnitResult:
     """Every template's requests for the first `n` documents, as lm-eval sends them, in one text file."""
     lines = [f"# prompt set {pset.name} ({pset.origin}): each request is context + [[continuation]]"]
     for name, config in configs.items():
@@ -160,15 +162,15 @@ def units(model, task) -> list[Unit]:
     batch = session.get_batch_size()
     out = []
     for pset, base, configs in plan:
-        common = {"set": {"task": pset.task, "fields": pset.fields, "source": pset.source}, "data": _data_identity(base),
-                  "limit": limit, "num_fewshot": shots, "seed": seed, "bootstrap_iters": iters}
+        common = {"set": {"task": pset.task, "fields": pset.fields, "source": pset.source},
+                  "data": _data_identity(base), "limit": limit, "num_fewshot": shots, "seed": seed,
+                  "bootstrap_iters": iters}
         for t, config in configs.items():
             unit = Unit(key={"suite": SUITE, "task": pset.name, "variant": t, "batch_size": batch},
                         params={**common, "template": pset.templates[t].prompt}, label=f"{pset.name}/{t}",
-                        measure=lambda budget: None)
+                        measure=None)  # set below: its per-document file is named by the unit's fingerprint
             path = docs_file(model.name, pset.name, t, unit.fingerprint(identity))
-            unit.measure = lambda budget, c=config, m=pset.metrics, p=path: measure(session, c, m, limit, shots, seed,
-                                                                                    iters, p)
+            unit.measure = partial(measure, session, config, pset.metrics, limit, shots, seed, iters, path)
             out.append(unit)
         n_dump = int(task.get("dump_prompts") or 0)
         if n_dump > 0:
@@ -176,7 +178,7 @@ def units(model, task) -> list[Unit]:
                             params={"documents": n_dump, "data": common["data"], "set": common["set"],
                                     "templates": {t: pset.templates[t].prompt for t in configs}},
                             label=f"{pset.name}/{DUMP}",
-                            measure=lambda budget, p=pset, c=configs, n=n_dump: dump(p, c, n)))
+                            measure=partial(dump, pset, configs, n_dump)))
     return out
 
 
@@ -205,17 +207,24 @@ def bootstrap(statistic, arrays: list[np.ndarray], resamples: int, seed: int, ci
     return float(values.std(ddof=1)), float(low), float(high)
 
 
-def _template_std(x: np.ndarray) -> np.ndarray:  # (resamples, docs, templates) -> std across templates
-    return x.mean(axis=1).std(axis=-1, ddof=1)
-
-
-def _template_range(x: np.ndarray) -> np.ndarray:
-    means = x.mean(axis=1)
-    return means.max(axis=-1) - means.min(axis=-1)
-
-
-def _doc_mean(x: np.ndarray) -> np.ndarray:
+def _doc_mean(x: np.ndarray) -> np.ndarray:  # (resamples, docs) -> mean over documents
     return x.mean(axis=1)
+
+
+def _template_means(x: np.ndarray) -> np.ndarray:  # (resamples, docs, templates) -> (resamples, templates)
+    return x.mean(axis=1)
+
+
+def _std_difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _template_means(x).std(axis=-1, ddof=1) - _template_means(y).std(axis=-1, ddof=1)
+
+
+def _range_difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.ptp(_template_means(x), axis=-1) - np.ptp(_template_means(y), axis=-1)
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _doc_mean(x) - _doc_mean(y)
 
 
 # ---- summary ---------------------------------------------------------------------------------------------
@@ -242,7 +251,13 @@ def _pair_differences(table: pd.DataFrame, pairs: dict[str, dict[str, str]]) -> 
             if {o["question_first"], o["passage_first"]} <= set(table.columns)}
 
 
-def _with_ci(metric: str, value: float, ci: tuple | None, n: int, **common) -> list[dict]:
+def _order_effect(table: pd.DataFrame, pset: PromptSet) -> pd.Series | None:
+    """Per document, question-first minus passage-first averaged over the set's pairs (None: no pair)."""
+    diffs = _pair_differences(table, pset.pairs())
+    return pd.DataFrame(diffs).mean(axis=1) if diffs else None
+
+
+def _with_ci(metric: str, value: float, ci: tuple | None, n: int | None, **common) -> list[dict]:
     rows = [{**common, "metric": metric, "value": float(value), "stderr": ci[0] if ci else None, "n": n}]
     if ci:
         rows += [{**common, "metric": f"{metric}_ci_low", "value": ci[1], "n": n},
@@ -252,54 +267,56 @@ def _with_ci(metric: str, value: float, ci: tuple | None, n: int, **common) -> l
 
 def _model_summary(rows: pd.DataFrame, table: pd.DataFrame | None, pset: PromptSet, metric: str,
                    boot: dict, common: dict) -> list[dict]:
+    """One model's spread across templates, and its question-first minus passage-first per pair and pooled."""
     out = [{**common, "metric": f"{metric}_{k}", "value": float(v), "n": len(rows)}
            for k, v in spread(rows.value).items()]
     if table is None:
         return out
-    diffs = _pair_differences(table, pset.pairs())
-    for pair, d in diffs.items():
+    effect = f"{metric}_qfirst_minus_pfirst"
+    for pair, d in _pair_differences(table, pset.pairs()).items():
         ci = bootstrap(_doc_mean, [d.to_numpy()], **boot)
-        out += _with_ci(f"{metric}_qfirst_minus_pfirst", d.mean(), ci, len(d), **{**common, "variant": f"{SUMMARY}:{pair}"})
-    if diffs:
-        pooled = pd.DataFrame(diffs).mean(axis=1)  # per document, the mean over pairs
-        ci = bootstrap(_doc_mean, [pooled.to_numpy()], **boot)
-        out += _with_ci(f"{metric}_qfirst_minus_pfirst", pooled.mean(), ci, len(pooled), **common)
+        out += _with_ci(effect, d.mean(), ci, len(d), **{**common, "variant": f"{SUMMARY}:{pair}"})
+    pooled = _order_effect(table, pset)
+    if pooled is not None:
+        out += _with_ci(effect, pooled.mean(), bootstrap(_doc_mean, [pooled.to_numpy()], **boot), len(pooled), **common)
+    return out
+
+
+def _family_rows(a: dict, b: dict, pset: PromptSet, metric: str, boot: dict, where: dict) -> list[dict]:
+    """Model a (RWKV) minus model b (Transformer) over the templates both measured: spread (std, range) and
+    the order effect, with intervals from the same resampled documents for both (paired)."""
+    names = sorted(set(a["values"].index) & set(b["values"].index))
+    if len(names) < 2:
+        return []
+    va, vb = spread(a["values"][names]), spread(b["values"][names])
+    ta, tb = a["table"], b["table"]
+    docs = ta.index.intersection(tb.index) if ta is not None and tb is not None else []
+    if len(docs) < 2:  # no per-document files: point values only
+        return (_with_ci(f"{metric}_std_diff", va["std"] - vb["std"], None, None, **where)
+                + _with_ci(f"{metric}_range_diff", va["range"] - vb["range"], None, None, **where))
+    ta, tb = ta.loc[docs], tb.loc[docs]
+    x = [ta[names].to_numpy(), tb[names].to_numpy()]
+    n = len(docs)
+    out = (_with_ci(f"{metric}_std_diff", va["std"] - vb["std"], bootstrap(_std_difference, x, **boot), n, **where)
+           + _with_ci(f"{metric}_range_diff", va["range"] - vb["range"], bootstrap(_range_difference, x, **boot), n,
+                      **where))
+    ea, eb = _order_effect(ta, pset), _order_effect(tb, pset)
+    if ea is not None and eb is not None and list(ea.index) == list(eb.index):
+        ci = bootstrap(_mean_difference, [ea.to_numpy(), eb.to_numpy()], **boot)
+        out += _with_ci(f"{metric}_qfirst_minus_pfirst_diff", ea.mean() - eb.mean(), ci, n, **where)
     return out
 
 
 def _family_summary(models: dict, pset: PromptSet, metric: str, boot: dict, common: dict) -> list[dict]:
-    """RWKV minus Transformer, for every (RWKV, Transformer) pair measured with the same dtype and device."""
-    rwkv = [k for k, m in models.items() if m["ident"]["family"] == "rwkv"]
-    tf = [k for k, m in models.items() if m["ident"]["family"] == "transformer"]
+    """RWKV minus Transformer, for every (RWKV, Transformer) pair measured in one place (dtype, device)."""
+    rwkv = [m for m in models.values() if m["ident"]["family"] == "rwkv"]
+    tf = [m for m in models.values() if m["ident"]["family"] == "transformer"]
     out = []
-    for r in rwkv:
-        for t in tf:
-            a, b = models[r], models[t]
-            names = sorted(set(a["values"].index) & set(b["values"].index))
-            if len(names) < 2:
-                continue
-            variant = SUMMARY if len(rwkv) == len(tf) == 1 else f"{SUMMARY}:{a['ident']['model']}|{b['ident']['model']}"
-            where = {**common, "variant": variant, "note": f"{a['ident']['model']} minus {b['ident']['model']}"}
-            va, vb = spread(a["values"][names]), spread(b["values"][names])
-            ta, tb = a["table"], b["table"]
-            docs = ta.index.intersection(tb.index) if ta is not None and tb is not None else None
-            if docs is not None and len(docs) > 1:
-                xa, xb = ta.loc[docs, names].to_numpy(), tb.loc[docs, names].to_numpy()
-                std_ci = bootstrap(lambda x, y: _template_std(x) - _template_std(y), [xa, xb], **boot)
-                range_ci = bootstrap(lambda x, y: _template_range(x) - _template_range(y), [xa, xb], **boot)
-            else:
-                std_ci = range_ci = None
-            n = len(docs) if docs is not None else None
-            out += _with_ci(f"{metric}_std_diff", va["std"] - vb["std"], std_ci, n, **where)
-            out += _with_ci(f"{metric}_range_diff", va["range"] - vb["range"], range_ci, n, **where)
-            if docs is not None and len(docs) > 1:
-                da = _pair_differences(ta.loc[docs], pset.pairs())
-                db = _pair_differences(tb.loc[docs], pset.pairs())
-                both = [p for p in da if p in db]
-                if both:
-                    pa, pb = pd.DataFrame({p: da[p] for p in both}).mean(axis=1), pd.DataFrame({p: db[p] for p in both}).mean(axis=1)
-                    ci = bootstrap(lambda x, y: x.mean(axis=1) - y.mean(axis=1), [pa.to_numpy(), pb.to_numpy()], **boot)
-                    out += _with_ci(f"{metric}_qfirst_minus_pfirst_diff", pa.mean() - pb.mean(), ci, len(docs), **where)
+    for a in rwkv:
+        for b in tf:
+            ma, mb = a["ident"]["model"], b["ident"]["model"]
+            variant = SUMMARY if len(rwkv) == len(tf) == 1 else f"{SUMMARY}:{ma}|{mb}"
+            out += _family_rows(a, b, pset, metric, boot, {**common, "variant": variant, "note": f"{ma} minus {mb}"})
     return out
 
 
