@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from rwkvbench.models import checkpoints as ck
-from rwkvbench.models.rwkv4 import RWKV4Model, build_rwkv4
+from rwkvbench.models.build import build_rwkv4
+from rwkvbench.models.rwkv4 import RWKV4Model
 from rwkvbench.models.tokenizer import ByteTokenizer
 
 # Never let a test reach for a hub.
