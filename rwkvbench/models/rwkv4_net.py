@@ -126,7 +126,8 @@ class RWKV4(nn.Module):
         """ids (B, T) -> the final layer-normed features (B, T, C) fp32, every sequence from the empty
         state, keeping no state (training: the loss applies the head itself, in chunks)."""
         empty = [t[0] for t in RWKV4State.empty(1, ids.shape[0], self.shape.n_embd, ids.device).tensors()]
-        x = self.blocks[0].ln0(self.emb(ids).float())
+        x = self.emb(ids)
+        x = self.blocks[0].ln0(x.to(torch.promote_types(x.dtype, torch.float32)))  # float64 stays (references)
         for block in self.blocks:
             x = block.run(x, empty, step)[0]
         return self.ln_out(x)
