@@ -15,6 +15,8 @@ from rwkvbench.models import checkpoints as ck
 from rwkvbench.train.families import get_family, padded_vocab
 from rwkvbench.train.loss import linear_cross_entropy
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def build(family, n_layer=2, n_embd=32, vocab=64, seed=0):
     return get_family(family)(load_option("train/family", family), {"n_layer": n_layer, "n_embd": n_embd}, vocab, seed)

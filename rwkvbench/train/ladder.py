@@ -64,30 +64,41 @@ def _cost(spec: RunSpec, vocab: int) -> float:
 
 
 class Estimator:
+    """Seconds a run will take: its measured tokens/s where this size ran before (these results), else the
+    throughput benchmark's, else the nearest size measured in this process scaled by cost, else an
+    assumed MFU."""
+
     def __init__(self, cfg: DictConfig, vocab: int):
         self.cfg, self.vocab = cfg, vocab
         self.csv = pd.read_csv(cfg.ladder.throughput_csv) if cfg.ladder.throughput_csv else None
+        self.measured: dict[str, list[tuple[float, float]]] = {}  # family -> [(cost, tokens/s)]
+
+    def record(self, spec: RunSpec, results: pd.DataFrame) -> None:
+        speed = self._rows_speed(spec, results)
+        if speed is not None:
+            self.measured.setdefault(spec.family, []).append((_cost(spec, self.vocab), speed))
+
+    @staticmethod
+    def _rows_speed(spec: RunSpec, results: pd.DataFrame) -> float | None:
+        table = training_table(results)
+        if "tokens_per_s" not in table:
+            return None
+        speed = table[table.model == spec.name].tokens_per_s.dropna()
+        return float(speed.median()) if len(speed) else None
 
     def tokens_per_s(self, spec: RunSpec, results: pd.DataFrame) -> float:
-        table = training_table(results)
-        if "tokens_per_s" in table:
-            mine = table[table.model.str.startswith(f"{spec.family}_")].dropna(subset=["tokens_per_s"])
-            if len(mine):  # the closest measured size of this family, scaled by cost
-                sizes = {m: self._cost_of(m) for m in mine.model.unique()}
-                nearest = min(sizes, key=lambda m: abs(sizes[m] - _cost(spec, self.vocab)))
-                measured = mine[mine.model == nearest].tokens_per_s.median()
-                return measured * sizes[nearest] / _cost(spec, self.vocab)
+        speed = self._rows_speed(spec, results)
+        if speed is not None:
+            return speed
         if self.csv is not None:
-            rows = self.csv[(self.csv.family == spec.family) & (self.csv["size"] == spec.size) & self.csv.tokens_per_s.notna()]
+            rows = self.csv[(self.csv.family == spec.family) & (self.csv["size"] == spec.size)].dropna(subset=["tokens_per_s"])
             if len(rows):
                 return float(rows.tokens_per_s.max())
-        flops = 6 * _cost(spec, self.vocab)
-        return float(self.cfg.ladder.assumed_mfu) * spec.peak_tflops * 1e12 / flops
-
-    def _cost_of(self, model: str) -> float:
-        family, _, size = model.rpartition("_")
-        s = load_option("train/size", size)
-        return self.vocab * s.n_embd + 13 * s.n_embd ** 2 * s.n_layer
+        cost = _cost(spec, self.vocab)
+        if self.measured.get(spec.family):
+            near_cost, near_speed = min(self.measured[spec.family], key=lambda m: abs(m[0] - cost))
+            return near_speed * near_cost / cost
+        return float(self.cfg.ladder.assumed_mfu) * spec.peak_tflops * 1e12 / (6 * cost)
 
     def seconds(self, spec: RunSpec, results: pd.DataFrame) -> float:
         return spec.tokens / self.tokens_per_s(spec, results) * 1.1 + RUN_OVERHEAD_S
@@ -114,7 +125,9 @@ class Ladder:
                 print(f"[rwkvbench.train] {spec.name} {spec.tag}: needs ~{need:.0f} s, {left:.0f} s left before "
                       f"the deadline; stopping here (run the same command again to continue)")
                 return False
-        return train_run(spec, self.corpus, self.out_dir, self.writer, self.device, self.deadline)
+        finished = train_run(spec, self.corpus, self.out_dir, self.writer, self.device, self.deadline)
+        self.estimator.record(spec, self.writer.read())
+        return finished
 
     def best_lr(self, spec_of, lrs) -> float:
         """The swept rate with the lowest final validation loss."""

@@ -15,8 +15,6 @@ COLORS = {"rwkv": "tab:red", "transformer": "tab:blue"}
 
 def runs_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per finished run: shape, counts, tokens, final validation loss, measured speed."""
-    from rwkvbench.config import load_option
-
     if "finished" not in table:
         return pd.DataFrame()
     out = []
@@ -24,10 +22,9 @@ def runs_table(table: pd.DataFrame) -> pd.DataFrame:
         if not (run.finished == 1.0).any():
             continue
         final = run[run.step == run.step.max()].iloc[0]
-        size = load_option("train/size", model.rpartition("_")[2])
         speed = run.get("tokens_per_s", pd.Series(dtype=float)).dropna()
         mfu = run.get("mfu", pd.Series(dtype=float)).dropna()
-        out.append({"model": model, "lr": tag.removeprefix("lr="), "n_layer": size.n_layer, "n_embd": size.n_embd,
+        out.append({"model": model, "lr": tag.removeprefix("lr="), "n_layer": int(final.n_layer), "n_embd": int(final.n_embd),
                     "params non-emb (M)": final.params_nonembedding / 1e6, "params total (M)": final.params_total / 1e6,
                     "tokens (M)": final.tokens / 1e6, "epochs": final.epochs, "val loss": final.val_loss,
                     "tokens/s (K)": speed.median() / 1e3 if len(speed) else np.nan,

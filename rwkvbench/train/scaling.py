@@ -30,9 +30,15 @@ def eligible_points(table: pd.DataFrame, min_fraction: float) -> pd.DataFrame:
     return table[table.step >= min_fraction * table.run.map(last)]
 
 
+def _frontier_order(C: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Indices of the frontier points in order of compute."""
+    order = np.lexsort((L, C))
+    best_before = np.concatenate([[np.inf], np.minimum.accumulate(L[order])[:-1]])
+    return order[L[order] < best_before]
+
+
 def frontier(points: pd.DataFrame, compute: str) -> pd.DataFrame:
-    ordered = points.sort_values([compute, "val_loss"])
-    return ordered[ordered.val_loss < ordered.val_loss.cummin().shift(fill_value=np.inf)]
+    return points.iloc[_frontier_order(points[compute].to_numpy(float), points.val_loss.to_numpy(float))]
 
 
 def power_law(C, L) -> dict:
@@ -67,15 +73,16 @@ def saturating_law(C, L) -> dict | None:
 
 
 def bootstrap_exponent(points: pd.DataFrame, compute: str, n: int, ci: float, seed: int) -> dict:
-    runs = points.run.unique()
+    runs = [(g[compute].to_numpy(float), g.val_loss.to_numpy(float)) for _, g in points.groupby("run")]
     rng = np.random.default_rng(seed)
     exponents = []
     for _ in range(n):
-        pick = rng.choice(runs, size=len(runs), replace=True)
-        sample = pd.concat([points[points.run == r] for r in pick])
-        front = frontier(sample, compute)
-        if front[compute].nunique() >= 3:
-            exponents.append(power_law(front[compute], front.val_loss)["b"])
+        pick = rng.integers(len(runs), size=len(runs))
+        C = np.concatenate([runs[i][0] for i in pick])
+        L = np.concatenate([runs[i][1] for i in pick])
+        front = _frontier_order(C, L)
+        if len(np.unique(C[front])) >= 3:
+            exponents.append(power_law(C[front], L[front])["b"])
     if len(exponents) < max(10, n // 10):
         return {"b_ci_low": np.nan, "b_ci_high": np.nan, "b_se": np.nan}
     lo, hi = np.quantile(exponents, [(1 - ci) / 2, (1 + ci) / 2])

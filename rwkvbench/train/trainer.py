@@ -262,7 +262,8 @@ def _finish(spec: RunSpec, model: Trainable, corpus: Corpus, run_dir: Path, writ
         weights = model.save(run_dir, DTYPES[spec.export_dtype])
         cfg = model.model_config(spec.name, weights.resolve(), corpus.tokenizer_name, corpus.tokenizer_path)
         OmegaConf.save(OmegaConf.create(cfg), run_dir / "model.yaml")
-    writer.append([{"metric": "params_total", "value": float(model.n_params())},
+    writer.append([{"metric": "n_layer", "value": float(spec.n_layer)}, {"metric": "n_embd", "value": float(spec.n_embd)},
+                   {"metric": "params_total", "value": float(model.n_params())},
                    {"metric": "params_nonembedding", "value": float(model.n_params_nonembedding())},
                    {"metric": "wall_s", "value": wall_s},
                    {"metric": "finished", "value": 1.0}], **common, **rows.key_columns(spec.tag, spec.steps))
