@@ -91,7 +91,9 @@ class Estimator:
         if speed is not None:
             return speed
         if self.csv is not None:
-            rows = self.csv[(self.csv.family == spec.family) & (self.csv["size"] == spec.size)].dropna(subset=["tokens_per_s"])
+            setting = "compiled" if spec.compile else "eager"  # benchmarks/train_throughput.py's names
+            rows = self.csv[(self.csv.family == spec.family) & (self.csv["size"] == spec.size)
+                            & (self.csv.setting == setting)].dropna(subset=["tokens_per_s"])
             if len(rows):
                 return float(rows.tokens_per_s.max())
         cost = _cost(spec, self.vocab)

@@ -101,6 +101,27 @@ def _micro_batches(batch: torch.Tensor, micro: int | None):
     return batch.split(micro)
 
 
+def train_step(model: Trainable, optimizer, batch: torch.Tensor, device, *, micro_batch_size: int | None,
+               amp_dtype: torch.dtype, loss_chunk: int, l2wrap: float, grad_clip: float, chunk_fn=_chunk,
+               loss_fn=linear_cross_entropy) -> torch.Tensor:
+    """One optimizer step on a (B, T + 1) batch of token windows; returns the batch's mean loss (on the
+    device, not synchronised)."""
+    total = torch.zeros((), device=device)
+    for part in _micro_batches(batch, micro_batch_size):
+        part = part.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            x = model.features(part[:, :-1])
+        loss = loss_fn(x, model.head_weight, part[:, 1:], chunk=loss_chunk, l2wrap=l2wrap, dtype=amp_dtype,
+                       chunk_fn=chunk_fn)
+        weight = len(part) / len(batch)
+        (loss * weight).backward()
+        total += loss.detach() * weight
+    torch.nn.utils.clip_grad_norm_(model.module.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
 def validation_loss(model: Trainable, corpus: Corpus, spec: RunSpec, device, amp_dtype) -> float:
     """Mean per-token loss over the validation stream cut as the perplexity task cuts it (windows of
     context_len + 1 tokens overlapping by one, each from an empty state), first eval_tokens only."""
@@ -217,18 +238,9 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
         lr = spec.lr * lr_factor(step, spec.steps, recipe["warmup"], recipe["min_lr_ratio"])
         set_lr(optimizer, lr)
         batch = corpus.windows.batch(step, spec.batch_size)
-        parts = _micro_batches(batch, spec.micro_batch_size)
-        for part in parts:
-            part = part.to(device, non_blocking=True)
-            with _autocast(device, amp_dtype):
-                x = model.features(part[:, :-1])
-            loss = linear_cross_entropy(x, model.head_weight, part[:, 1:], chunk=spec.loss_chunk,
-                                        l2wrap=float(recipe.get("l2wrap", 0.0)), dtype=amp_dtype, chunk_fn=chunk_fn)
-            (loss * (len(part) / len(batch))).backward()
-            loss_sum += loss.detach() * (len(part) / len(batch))
-        torch.nn.utils.clip_grad_norm_(model.module.parameters(), float(recipe["grad_clip"]))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss_sum += train_step(model, optimizer, batch, device, micro_batch_size=spec.micro_batch_size,
+                               amp_dtype=amp_dtype, loss_chunk=spec.loss_chunk, l2wrap=float(recipe.get("l2wrap", 0.0)),
+                               grad_clip=float(recipe["grad_clip"]), chunk_fn=chunk_fn)
         step += 1
         progress["loss_steps"] += 1
         if timed["mark"] is not None:
