@@ -77,3 +77,16 @@ def test_rows_tables_and_figure_for_two_families(tmp_path):
     text = write_tables(table, fits, tmp_path / "ladder.md").read_text()
     assert "neox_s6" in text and "rwkv" in text
     assert plot_scaling(table, fits, tmp_path / "scaling.png", 0.25).stat().st_size > 10_000
+
+
+def test_fit_inputs_are_merged_with_their_own_provenance(tmp_path):
+    from rwkvbench.train.rows import merge_into
+
+    a, b = ResultsWriter(tmp_path / "a"), ResultsWriter(tmp_path / "b")
+    common = dict(suite="train", task="corpus", family="rwkv", context_len=1024)
+    a.append([{"metric": "val_loss", "value": 3.0}], model="rwkv4_s1", variant="lr=0.001,step=5", **common)
+    b.append([{"metric": "val_loss", "value": 2.5}], model="neox_s1", variant="lr=0.001,step=5",
+             **{**common, "family": "transformer"})
+    merged = merge_into(ResultsWriter(tmp_path / "c"), [tmp_path / "a", tmp_path / "b" / "results.parquet"])
+    assert sorted(merged.model) == ["neox_s1", "rwkv4_s1"] and set(merged.run_id) == {a.run_id, b.run_id}
+    assert len(ResultsWriter(tmp_path / "c").read()) == 2

@@ -26,6 +26,26 @@ def run_one(cfg: DictConfig, out_dir: Path, writer) -> None:
     train_run(spec, corpus, out_dir, writer, resolve_device(cfg.device), _deadline(cfg))
 
 
+def _build_extension_beside(device, families):
+    """On CUDA, build (or load) the CUDA extension in a thread while the corpus is tokenized."""
+    import threading
+
+    from rwkvbench.train.families import get_family
+
+    if device.type != "cuda" or not any(get_family(f).cuda_extension for f in families):
+        return None
+    from rwkvbench.kernels.cuda_build import load_extension
+
+    def build():
+        t0 = time.monotonic()
+        ok = load_extension() is not None
+        print(f"[rwkvbench.train] CUDA extension {'ready' if ok else 'UNAVAILABLE'} ({time.monotonic() - t0:.0f} s)")
+
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    return thread
+
+
 def run_ladder(cfg: DictConfig, out_dir: Path, writer) -> None:
     from rwkvbench.models.registry import resolve_device
     from rwkvbench.train.data import load_corpus
@@ -33,11 +53,15 @@ def run_ladder(cfg: DictConfig, out_dir: Path, writer) -> None:
 
     check_ladder(cfg)
     deadline = _deadline(cfg)
+    device = resolve_device(cfg.device)
+    build = _build_extension_beside(device, cfg.ladder.families)
     t0 = time.monotonic()
     corpus = load_corpus(cfg.data, int(cfg.context_len), int(cfg.seed))
     print(f"[rwkvbench.train] corpus: {corpus.windows.tokens_per_epoch:,} training tokens in "
           f"{len(corpus.windows.streams)} files, {len(corpus.valid):,} validation tokens ({time.monotonic() - t0:.0f} s)")
-    ladder = Ladder(cfg, corpus, out_dir, writer, resolve_device(cfg.device), deadline)
+    if build is not None:
+        build.join()
+    ladder = Ladder(cfg, corpus, out_dir, writer, device, deadline)
     chosen = {}
     for family in cfg.ladder.families:
         specs = ladder.family(family)
@@ -50,15 +74,14 @@ def run_ladder(cfg: DictConfig, out_dir: Path, writer) -> None:
 
 
 def run_fit(cfg: DictConfig, out_dir: Path, writer) -> None:
-    import pandas as pd
-
-    from rwkvbench.results import read_results
     from rwkvbench.train.report import plot_scaling, write_tables
-    from rwkvbench.train.rows import training_table
+    from rwkvbench.train.rows import merge_into, training_table
     from rwkvbench.train.scaling import scaling_fits, scaling_rows
 
-    frames = [writer.read()] + [read_results(p) for p in cfg.fit.inputs]
-    table = training_table(pd.concat(frames, ignore_index=True))
+    for source in cfg.fit.inputs:
+        if not Path(source).exists():
+            raise UserError(f"fit.inputs: {source}: no such results folder or file")
+    table = training_table(merge_into(writer, cfg.fit.inputs) if cfg.fit.inputs else writer.read())
     fits = scaling_fits(table, cfg.fit)
     for rows, common in scaling_rows(fits, table):
         writer.append(rows, **common)

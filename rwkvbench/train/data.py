@@ -252,7 +252,7 @@ def load_corpus(cfg, context_len: int, seed: int) -> Corpus:
     valid = expand_files(cfg.valid, "data.valid")[0]
     path = cfg.get("tokenizer_path")
     try:
-        tokenizer = load_tokenizer(cfg.tokenizer, str(Path(path).expanduser()) if path else None)
+        tokenizer = load_tokenizer(cfg.tokenizer, str(Path(path).expanduser().resolve()) if path else None)
     except (FileNotFoundError, ValueError) as e:
         raise DataError(f"data.tokenizer={cfg.tokenizer!r}: {e}") from None
     spec = (cfg.tokenizer, getattr(tokenizer, "path", None))

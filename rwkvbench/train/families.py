@@ -28,8 +28,11 @@ from rwkvbench.errors import ConfigError
 FAMILIES: dict[str, Callable] = {}
 
 
-def register_family(name: str):
+def register_family(name: str, cuda_extension: bool = False):
+    """`cuda_extension`: the family trains through our compiled CUDA kernels (csrc/), which a run can
+    start building early, beside the tokenizing."""
     def deco(builder):
+        builder.cuda_extension = cuda_extension
         FAMILIES[name] = builder
         return builder
 

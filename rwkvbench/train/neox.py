@@ -1,6 +1,7 @@
 """GPT-NeoX for training: transformers' `GPTNeoXForCausalLM` in Pythia's architecture (rotary on a quarter
 of each head, parallel attention and MLP residual, untied embeddings, GELU, SDPA attention, 64-wide
-heads) and Pythia's initialisation, saved as a Hugging Face folder.
+heads; rotary base 10000, transformers' default) and Pythia's initialisation, saved as a Hugging Face
+folder.
 
 Matched to RWKV-4 of the same width and depth: the MLP is `mlp_ratio` = 4.5 x wide (Pythia: 4), so a
 layer holds RWKV-4's 13 D^2 matrix weights (4 D^2 attention + 9 D^2 MLP) and the embeddings are equal.
@@ -68,7 +69,7 @@ class TrainableNeoX(Trainable):
     def save(self, folder: Path, dtype: torch.dtype) -> Path:
         path = Path(folder) / "hf"
         state = {k: v.detach().to("cpu", dtype) for k, v in self.model.state_dict().items()}
-        self.model.save_pretrained(path, state_dict=state, safe_serialization=True)
+        self.model.save_pretrained(path, state_dict=state)  # safetensors
         return path
 
     def model_config(self, name, weights, tokenizer, tokenizer_path) -> dict:
@@ -98,7 +99,6 @@ def build(recipe, shape: dict, vocab_size: int, seed: int, device="cpu", eos_tok
     config = AutoConfig.for_model(
         "gpt_neox", vocab_size=vocab_size, hidden_size=D, num_hidden_layers=L, num_attention_heads=heads,
         intermediate_size=int(intermediate), hidden_act="gelu", rotary_pct=rotary_pct,
-        rotary_emb_base=float(recipe.get("rotary_emb_base", 10000)),
         max_position_embeddings=int(recipe.get("max_position_embeddings", 2048)), layer_norm_eps=1e-5,
         use_parallel_residual=True, tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0,
         use_cache=False, bos_token_id=eos_token_id, eos_token_id=eos_token_id)

@@ -49,3 +49,22 @@ def finished_runs(df: pd.DataFrame) -> set[tuple[str, str]]:
         return set()
     done = table[table.finished == 1.0]
     return set(zip(done.model, done.tag))
+
+
+def merge_into(writer, sources) -> pd.DataFrame:
+    """Rows of other results folders or Parquet files (e.g. one per family, from separate GPU calls) added
+    to the writer's folder as they are (their own run ids and times), newest row per key kept."""
+    import os
+    import uuid
+
+    frames = [writer.read()] + [results.read_results(s) for s in sources]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return writer.read()
+    df = results.dedupe(pd.concat(frames, ignore_index=True))
+    for path, write in [(writer.path, lambda d, p: d.to_parquet(p, index=False)),
+                        (writer.path.with_suffix(".csv"), lambda d, p: d.to_csv(p, index=False))]:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        write(df, tmp)
+        os.replace(tmp, path)
+    return df

@@ -13,6 +13,7 @@ through the PyTorch reference. Initial values follow RWKV-LM's RWKV-v4neo (src/m
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -77,6 +78,12 @@ class TrainableRWKV4(Trainable):
         return self.net.head.weight
 
     def compile(self) -> None:
+        from rwkvbench.kernels.dispatch import use_cuda_kernel
+
+        if not use_cuda_kernel(self.net.head.weight):  # compiling the reference would unroll its loop over time
+            warnings.warn("rwkvbench.train: RWKV-4 runs the PyTorch WKV reference here (no CUDA kernel): not compiled, "
+                          "and slow", stacklevel=2)
+            return
         self.step = torch.compile(block_step)
 
     def embedding_weights(self):
@@ -95,7 +102,7 @@ class TrainableRWKV4(Trainable):
                 "tokenizer": tokenizer, "tokenizer_path": tokenizer_path, "dtype": "auto", "device": "auto", "seed": 0}
 
 
-@register_family("rwkv4")
+@register_family("rwkv4", cuda_extension=True)
 def build(recipe, shape: dict, vocab_size: int, seed: int, device="cpu", eos_token_id: int = 0) -> TrainableRWKV4:
     """RWKV-4 of shape {n_layer, n_embd} (dim_ffn = recipe.ffn_ratio x n_embd), fp32 weights (training
     runs them under autocast), initialised on CPU from `seed` (the same numbers on every device)."""

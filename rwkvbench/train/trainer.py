@@ -132,8 +132,8 @@ def validation_loss(model: Trainable, corpus: Corpus, spec: RunSpec, device, amp
     for w in windows(ids.tolist(), spec.context_len):
         groups.setdefault(len(w), []).append(w)
     total, count = 0.0, 0
-    stance = torch.compiler.set_stance("force_eager")  # no second compile for the no-grad graph
-    with torch.no_grad(), stance, _autocast(device, amp_dtype):
+    # eager: a compiled block would compile a second (no-grad) graph for this
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"), _autocast(device, amp_dtype):
         for group in groups.values():
             for i in range(0, len(group), spec.eval_batch_size):
                 batch = torch.tensor(group[i : i + spec.eval_batch_size], device=device)
@@ -248,8 +248,10 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
         bar.update(1)
         if step in evals:
             got = measure(step, lr)
-            mfu = got["tok/s"] * matmul_flops / (spec.peak_tflops * 1e12) if on_gpu else float("nan")
-            bar.set_postfix_str(f"val {got['val']:.3f} {got['tok/s'] / 1e3:.0f}K tok/s MFU {mfu:.1%}")
+            speed = f"{got['tok/s'] / 1e3:.0f}K tok/s" + (
+                f" MFU {got['tok/s'] * matmul_flops / (spec.peak_tflops * 1e12):.1%}" if on_gpu else "")
+            bar.write(f"[rwkvbench.train] {spec.name} {spec.tag}: step {step}/{spec.steps}, "
+                      f"{step * tokens_per_step / 1e6:.2f}M tokens, val {got['val']:.4f}, {speed}")
         out_of_time = deadline is not None and time.monotonic() > deadline
         due = (spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0) or \
             time.monotonic() - last_ckpt > spec.checkpoint_every_s
