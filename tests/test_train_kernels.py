@@ -176,3 +176,11 @@ def test_rwkv_training_gradients_through_cuda_kernels_match_float64_reference(co
     assert abs(loss.item() - ref_loss.item()) <= 1e-5 * ref_loss.item()
     for name, g in grads.items():
         assert rel_err(g, ref[name]) <= (1e-4 if compiled else 1e-5), name
+
+
+@gpu
+def test_compile_time_stand_in_has_the_kernels_segment_states_shape():
+    """The saving forward's fake (used by torch.compile) computes the segment count from BACKWARD_SEGMENT."""
+    w, u, k, v, state = wkv_inputs(T=37)
+    out = wkv_cuda.wkv4_forward_saving_op(w.cuda(), u.cuda(), k.cuda(), v.cuda(), *(s.cuda() for s in state))
+    assert out[4].shape == (3, 2, math.ceil(37 / wkv_cuda.BACKWARD_SEGMENT), 6), "csrc's WKV4_BWD_L != BACKWARD_SEGMENT"
