@@ -49,12 +49,16 @@ def _build_extension_beside(device, families):
 def run_ladder(cfg: DictConfig, out_dir: Path, writer) -> None:
     from rwkvbench.models.registry import resolve_device
     from rwkvbench.train.data import load_corpus
-    from rwkvbench.train.ladder import Ladder, check_ladder, write_pair_configs
+    from rwkvbench.train.ladder import Ladder, check_ladder, size_config, write_pair_configs
+    from rwkvbench.train.rows import finished_runs
 
     check_ladder(cfg)
     deadline = _deadline(cfg)
     device = resolve_device(cfg.device)
-    build = _build_extension_beside(device, cfg.ladder.families)
+    done = {model for model, _ in finished_runs(writer.read())}
+    pending = [f for f in cfg.ladder.families
+               if not all(f"{f}_{size_config(cfg, s).name}" in done for s in cfg.ladder.sizes)]
+    build = _build_extension_beside(device, pending)
     t0 = time.monotonic()
     corpus = load_corpus(cfg.data, int(cfg.context_len), int(cfg.seed))
     print(f"[rwkvbench.train] corpus: {corpus.windows.tokens_per_epoch:,} training tokens in "
