@@ -182,6 +182,7 @@ def test_ladder_trains_a_matched_pair_the_harness_runs_and_a_rerun_skips_it(tmp_
     cli.run_ladder(cfg, out, ResultsWriter(out))
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rwkvbench.train", "family=gru", f"out_dir={tmp_path}"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
