@@ -24,7 +24,9 @@ def options(group: str) -> list[str]:
 
 
 def load_option(group: str, name: str) -> DictConfig:
-    path = conf_dir() / group / f"{name}.yaml"
+    """conf/<group>/<name>.yaml, or `name` itself when it is a path to a .yaml file (a config written
+    elsewhere, e.g. the trainer's model configs, whose `matched` names its partner this way)."""
+    path = Path(name).expanduser() if str(name).endswith(".yaml") else conf_dir() / group / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown {group} {name!r}; valid: {', '.join(options(group))}")
     return OmegaConf.load(path)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from rwkvbench.models import checkpoints as ck
-from rwkvbench.models.rwkv4 import RWKV4Model, build_rwkv4
+from rwkvbench.models.build import build_rwkv4
+from rwkvbench.models.rwkv4 import RWKV4Model
 from rwkvbench.models.tokenizer import ByteTokenizer
 
 # Never let a test reach for a hub.
@@ -46,3 +47,13 @@ def neox_tokenizer_path():
     if not NEOX_TOKENIZER.is_file():
         pytest.skip(f"{NEOX_TOKENIZER} not present")
     return NEOX_TOKENIZER
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on CPU are all dispatch overhead: intra-op threads only contend (a tiny training step
+    ran 10x slower with two threads than with one on a busy two-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

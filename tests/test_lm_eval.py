@@ -12,7 +12,8 @@ from rwkvbench import load_model
 from rwkvbench.evals.lm_eval_adapter import SequenceModelLM
 from rwkvbench.evals.lm_eval_tasks import BUILTIN, TaskDataError, resolve_task
 from rwkvbench.models import checkpoints as ck
-from rwkvbench.models.rwkv4 import RWKV4Model, build_rwkv4
+from rwkvbench.models.build import build_rwkv4
+from rwkvbench.models.rwkv4 import RWKV4Model
 from rwkvbench.models.tokenizer import HFTokenizer
 from rwkvbench.models.transformer import HFCausalLM
 from rwkvbench.results import ResultsWriter, read_results

@@ -46,6 +46,10 @@ def load_text(source: str) -> str:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{source}: perplexity text not found (give a text file or 'package_docs')")
+    from rwkvbench.train.data import is_pile_file, pile_text
+
+    if is_pile_file(path):  # a Pile-format split: its documents as the trainer's validation stream joins them
+        return pile_text(path)
     return path.read_text(encoding="utf-8")
 
 

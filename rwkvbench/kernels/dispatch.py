@@ -1,8 +1,10 @@
 """Choose the implementation for a call: our CUDA kernels or the plain PyTorch references.
 
 `wkv4` and `norm_shift` are the entry points the model uses: CUDA tensors go to our kernels (csrc/),
-everything else (float64, which is for references, and single steps) to the plain PyTorch code. RWKVBENCH_WKV=cuda|reference forces one
-path ("cuda" raises if the kernel cannot be built); the default is auto.
+everything else (float64, which is for references, and single steps) to the plain PyTorch code. The WKV
+kernel has a backward (kernels/wkv_cuda.py); the layer norm + token shift kernel has none, so a call that
+autograd records takes its reference. RWKVBENCH_WKV=cuda|reference forces one path ("cuda" raises if the
+kernel cannot be built); the default is auto.
 """
 
 from __future__ import annotations
@@ -49,12 +51,19 @@ def wkv4(w, u, k, v, state=None):
     return wkv4_reference(w, u, k, v, state)
 
 
+def needs_grad(*tensors) -> bool:
+    """Whether autograd would record an op on these tensors (None entries are skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def norm_shift(x, add, weight, bias, last, mixes, dtype):
     """(x + add) -> layer norm -> token shift -> one input per mix, in `dtype`. See norm_shift_reference."""
-    # Eager only: inside a compiled block (full prefill chunks, the decode step) inductor fuses the
-    # plain expression with its neighbours as well as the kernel does (measured at 16K tokens: the kernel
-    # as an opaque op made the compiled prefill slower).
-    if x.shape[1] > 1 and not torch.compiler.is_compiling() and use_cuda_kernel(x):
+    # Eager inference only: inside a compiled block (full prefill chunks, the decode step, training)
+    # inductor fuses the plain expression with its neighbours as well as the kernel does (measured at 16K
+    # tokens: the kernel as an opaque op made the compiled prefill slower). The kernel has no backward,
+    # so anything autograd records (eager training) takes the reference, which has one.
+    if (x.shape[1] > 1 and not torch.compiler.is_compiling() and not needs_grad(x, add, weight, bias, last, *mixes)
+            and use_cuda_kernel(x)):
         from rwkvbench.kernels.norm_shift_cuda import norm_shift_cuda
 
         return norm_shift_cuda(x, add, weight, bias, last, mixes, dtype)

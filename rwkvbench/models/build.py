@@ -1,4 +1,5 @@
-"""Construct each family's model from a resolved config: pretrained weights or random at the real shape."""
+"""Construct each family's model from a resolved config (pretrained weights or random at the real shape),
+and the RWKV-4 network from a state dict in the layouts the fast inference paths expect."""
 
 from __future__ import annotations
 
@@ -6,8 +7,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rwkvbench.models import checkpoints as ckpt
-from rwkvbench.models.rwkv4 import RWKV4Model, build_rwkv4
+from rwkvbench.models.checkpoints import RWKV4Shape
+from rwkvbench.models.rwkv4 import RWKV4Model
+from rwkvbench.models.rwkv4_net import RWKV4
 from rwkvbench.models.transformer import HFCausalLM
+
+
+def build_rwkv4(sd: dict, shape: RWKV4Shape, dtype=torch.float32, device="cpu") -> RWKV4:
+    """Instantiate and load a validated BlinkDL-named state dict (weights are cast per parameter)."""
+    with torch.device("meta"):
+        net = RWKV4(shape, dtype=dtype, device="meta")
+    net = net.to_empty(device=device)
+    own = net.state_dict()
+    net.load_state_dict({k: v.to(dtype=own[k].dtype) for k, v in sd.items()}, strict=True)
+    net.pad_head()
+    if net.head.weight.is_cuda:  # decided at load, so prefill and decode always see the same layout
+        net.split_weights_column_major()
+    return net
 
 
 def build_rwkv4_model(cfg: DictConfig, tokenizer, dtype, device) -> RWKV4Model:

@@ -24,7 +24,8 @@ import warnings
 
 import torch
 
-from rwkvbench.models.rwkv4 import RWKV4, RWKV4State
+from rwkvbench.models.rwkv4_block import RWKV4State
+from rwkvbench.models.rwkv4_net import RWKV4
 
 DECODE_ENV = "RWKVBENCH_DECODE"
 FUSED_AUTO_MAX_BATCH = 1  # measured, see above

@@ -1,0 +1,145 @@
+"""Training throughput of both families at every ladder size on one GPU: tokens/s, MFU, step time, peak
+memory and the time of the first steps (the compile), for a few settings. One call of a few minutes:
+
+    python benchmarks/train_throughput.py --out throughput.csv
+
+prints a table and writes the CSV that `python -m rwkvbench.train mode=ladder ladder.throughput_csv=...`
+reads for its run-time estimates. Random tokens (speed does not depend on the text), the trainer's own
+step (rwkvbench.train.trainer.train_step: bf16 autocast, fused head + cross-entropy, clipping, AdamW).
+
+Settings, in order (the budget --budget-s cuts the list short, most important first):
+  compiled   torch.compile of the block / each layer and of the loss chunk, whole batch per pass (the ladder's)
+  eager      no compile
+  plain_ce   compiled, but the unfused head + torch cross-entropy over all logits (B x T x V)
+  micro_half compiled, the batch in two micro-batches (gradient accumulation)
+  batch_x2   compiled, twice the sequences per step
+MFU = tokens/s x FLOPs per token / peak, FLOPs per token = 6 (V D + 13 D^2 L) for RWKV-4 and that plus
+6 L D T for GPT-NeoX (rwkvbench/train/families.py: the embedding is a lookup; attention causal), peak
+989 TFLOP/s (H100/H200 SXM dense bf16; --peak-tflops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import pandas as pd
+import torch
+
+from rwkvbench.config import load_option
+from rwkvbench.timing import timed_ms
+from rwkvbench.train.families import get_family, padded_vocab
+from rwkvbench.train.loss import _chunk, linear_cross_entropy, plain_cross_entropy
+from rwkvbench.train.optim import make_optimizer
+from rwkvbench.train.trainer import train_step
+
+SETTINGS = {
+    "compiled": dict(compile=True, loss_fn=linear_cross_entropy, micro=1, batch=1),
+    "eager": dict(compile=False, loss_fn=linear_cross_entropy, micro=1, batch=1),
+    "plain_ce": dict(compile=True, loss_fn=plain_cross_entropy, micro=1, batch=1),
+    "micro_half": dict(compile=True, loss_fn=linear_cross_entropy, micro=2, batch=1),
+    "batch_x2": dict(compile=True, loss_fn=linear_cross_entropy, micro=1, batch=2),
+}
+VOCAB = padded_vocab(50277)
+
+
+def measure(family: str, size_name: str, setting: str, args) -> dict:
+    s = SETTINGS[setting]
+    size = load_option("train/size", size_name)
+    recipe = load_option("train/family", family)
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    model = get_family(family)(recipe, {"n_layer": size.n_layer, "n_embd": size.n_embd}, VOCAB, 0, device)
+    chunk_fn = _chunk
+    if s["compile"] and on_gpu:
+        model.compile()
+        chunk_fn = torch.compile(_chunk, dynamic=True)
+    optimizer = make_optimizer(model, recipe, 1e-4, device)
+    batch_size = int(size.batch_size) * s["batch"]
+    batch = torch.randint(0, min(VOCAB, 50277), (batch_size, args.context + 1), device=device)
+    step = dict(micro_batch_size=batch_size // s["micro"], amp_dtype=torch.bfloat16, loss_chunk=args.loss_chunk,
+                l2wrap=float(recipe.get("l2wrap", 0.0)), grad_clip=1.0, chunk_fn=chunk_fn, loss_fn=s["loss_fn"])
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        loss = train_step(model, optimizer, batch, device, **step)
+    step_ms = timed_ms(lambda: [train_step(model, optimizer, batch, device, **step) for _ in range(args.steps)],
+                       device) / args.steps
+    first = time.perf_counter() - t0 - step_ms * args.steps / 1e3
+    tokens_per_s = batch_size * args.context / (step_ms / 1e3)
+    flops = model.matmul_flops_per_token(args.context)
+    row = {"family": family, "size": size_name, "setting": setting, "n_layer": size.n_layer, "n_embd": size.n_embd,
+           "params_nonembedding": model.n_params_nonembedding(), "params_total": model.n_params(),
+           "batch_size": batch_size, "micro_batch_size": step["micro_batch_size"], "context_len": args.context,
+           "step_ms": step_ms, "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * flops / (args.peak_tflops * 1e12),
+           "first_steps_s": first, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else float("nan"),
+           "loss": loss.item(), "flops_per_token": flops}
+    return row
+
+
+def plan(args) -> list[tuple[str, str, str]]:
+    """(family, size, setting), most important first: the ladder's setting at every size, then the
+    alternatives at the ends of the ladder."""
+    jobs = [(f, s, "compiled") for s in args.sizes for f in args.families]
+    jobs += [(f, s, "eager") for s in args.sizes for f in args.families]
+    ends = list(dict.fromkeys([args.sizes[0], args.sizes[-1]]))
+    jobs += [(f, s, name) for name in ("plain_ce", "micro_half", "batch_x2") for s in ends for f in args.families]
+    return jobs
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--families", nargs="+", default=["rwkv4", "neox"])
+    p.add_argument("--sizes", nargs="+", default=["s1", "s2", "s3", "s4", "s5", "s6"])
+    p.add_argument("--settings", nargs="+", default=None, help="only these settings (default: all, in order)")
+    p.add_argument("--context", type=int, default=1024)
+    p.add_argument("--loss-chunk", type=int, default=8192)
+    p.add_argument("--warmup", type=int, default=3, help="steps before timing (the compile happens here)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--peak-tflops", type=float, default=989.0)
+    p.add_argument("--budget-s", type=float, default=400.0, help="stop starting new measurements after this")
+    p.add_argument("--out", default="train_throughput.csv")
+    p.add_argument("--device", default="cuda", help="cpu: a smoke test of the script (tiny sizes), not a measurement")
+    args = p.parse_args()
+    if args.device == "cuda":
+        from rwkvbench.kernels.cuda_build import load_extension
+
+        t0 = time.perf_counter()
+        ok = load_extension() is not None
+        print(f"CUDA extension {'loaded' if ok else 'UNAVAILABLE (RWKV runs the reference)'} in "
+              f"{time.perf_counter() - t0:.1f} s; {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    rows, started = [], time.perf_counter()
+    for family, size, setting in plan(args):
+        if args.settings and setting not in args.settings:
+            continue
+        if time.perf_counter() - started > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent: {family} {size} {setting} and later ones not measured")
+            break
+        try:
+            row = measure(family, size, setting, args)
+        except torch.OutOfMemoryError:
+            row = {"family": family, "size": size, "setting": setting, "note": "oom"}
+        except Exception as e:  # noqa: BLE001  (one failing setting must not lose the others' numbers)
+            row = {"family": family, "size": size, "setting": setting, "note": f"{type(e).__name__}: {str(e)[:200]}"}
+        gc.collect()  # the model and its optimizer state went out of scope with measure()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+        rows.append(row)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        pd.DataFrame(rows).to_csv(args.out, index=False)
+    df = pd.DataFrame(rows)
+    cols = [c for c in ["family", "size", "setting", "params_nonembedding", "batch_size", "micro_batch_size",
+                        "tokens_per_s", "mfu", "step_ms", "first_steps_s", "peak_mem_gib", "note"] if c in df]
+    with pd.option_context("display.width", 200, "display.max_rows", 200, "display.float_format", "{:.4g}".format):
+        print(df[cols].to_string(index=False))
+    if "tokens_per_s" in df:
+        ladder = df[df.setting == "compiled"].pivot_table(index="size", columns="family", values="tokens_per_s")
+        print("\ncompiled tokens/s by size (RWKV-4 / GPT-NeoX):")
+        print(ladder.assign(ratio=ladder.get("rwkv4") / ladder.get("neox")).to_string(float_format="{:.4g}".format))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""From the config to runs: one run, or the matched ladder (learning-rate sweep at the first size, then
+every size of every family), skipping runs whose `finished` row exists and resuming unfinished ones.
+
+With a deadline (deadline_s, for machines lent by the call) a run starts only when its estimated time
+fits what is left; the ladder stops cleanly otherwise, and the same command run again (with the results
+folder carried over) continues where it stopped. Estimates come from measured tokens/s: this results
+folder's own rows, else benchmarks/train_throughput.py's CSV, else an assumed MFU.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from rwkvbench.config import load_option
+from rwkvbench.errors import ConfigError
+from rwkvbench.results import ResultsWriter
+from rwkvbench.train.data import Corpus
+from rwkvbench.train.rows import finished_runs, training_table
+from rwkvbench.train.trainer import RunSpec, train_run
+
+RUN_OVERHEAD_S = 20.0  # model build, first compile, validation, export: a rough allowance per run
+
+
+def recipe_for(cfg: DictConfig, family: str) -> DictConfig:
+    """The composed family config when it is this family (command-line overrides apply), else its file."""
+    return cfg.family if cfg.family.name == family else load_option("train/family", family)
+
+
+def size_config(cfg: DictConfig, name: str) -> DictConfig:
+    return cfg.size if cfg.size.name == name else load_option("train/size", name)
+
+
+def scaled_lr(recipe, lr_at_width: float, width_of_lr: int, width: int) -> float:
+    """The learning rate at `width` from one found at `width_of_lr` (lr ~ width^-exponent)."""
+    return float(lr_at_width) * (width_of_lr / width) ** float(recipe.lr_width_exponent)
+
+
+def make_spec(cfg: DictConfig, recipe, size, lr: float, token_scale: float = 1.0) -> RunSpec:
+    return RunSpec(
+        family=recipe.name, size=size.name, n_layer=int(size.n_layer), n_embd=int(size.n_embd),
+        tokens=int(size.tokens * token_scale), batch_size=int(size.batch_size), lr=float(lr),
+        recipe=OmegaConf.to_container(recipe, resolve=True), context_len=int(cfg.context_len), seed=int(cfg.seed),
+        micro_batch_size=cfg.micro_batch_size, precision=cfg.precision, compile=bool(cfg.compile),
+        loss_chunk=int(cfg.loss_chunk), eval_points=int(cfg.eval.points), eval_first=float(cfg.eval.first),
+        eval_tokens=cfg.eval.tokens, eval_batch_size=int(cfg.eval.batch_size),
+        checkpoint_every_s=float(cfg.checkpoint.every_s), checkpoint_every_steps=int(cfg.checkpoint.every_steps),
+        keep_checkpoint=bool(cfg.checkpoint.keep), export_weights=bool(cfg.export.weights),
+        export_dtype=cfg.export.dtype, peak_tflops=float(cfg.peak_tflops), max_epochs=float(cfg.max_epochs))
+
+
+def single_spec(cfg: DictConfig) -> RunSpec:
+    lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.family, cfg.family.lr, cfg.family.lr_width, cfg.size.n_embd)
+    return make_spec(cfg, cfg.family, cfg.size, lr)
+
+
+# ---- time estimates ---------------------------------------------------------------------------------
+def _cost(spec: RunSpec, vocab: int) -> float:
+    """Matrix weights touched per token: a rough cost for scaling a measured speed to another size."""
+    return vocab * spec.n_embd + 13 * spec.n_embd ** 2 * spec.n_layer
+
+
+class Estimator:
+    """Seconds a run will take: its measured tokens/s where this size ran before (these results), else the
+    throughput benchmark's, else the nearest size measured in this process scaled by cost, else an
+    assumed MFU."""
+
+    def __init__(self, cfg: DictConfig, vocab: int):
+        self.cfg, self.vocab = cfg, vocab
+        self.csv = pd.read_csv(cfg.ladder.throughput_csv) if cfg.ladder.throughput_csv else None
+        self.measured: dict[str, list[tuple[float, float]]] = {}  # family -> [(cost, tokens/s)]
+
+    def record(self, spec: RunSpec, results: pd.DataFrame) -> None:
+        speed = self._rows_speed(spec, results)
+        if speed is not None:
+            self.measured.setdefault(spec.family, []).append((_cost(spec, self.vocab), speed))
+
+    @staticmethod
+    def _rows_speed(spec: RunSpec, results: pd.DataFrame) -> float | None:
+        table = training_table(results)
+        if "tokens_per_s" not in table:
+            return None
+        speed = table[table.model == spec.name].tokens_per_s.dropna()
+        return float(speed.median()) if len(speed) else None
+
+    def tokens_per_s(self, spec: RunSpec, results: pd.DataFrame) -> float:
+        speed = self._rows_speed(spec, results)
+        if speed is not None:
+            return speed
+        if self.csv is not None:
+            setting = "compiled" if spec.compile else "eager"  # benchmarks/train_throughput.py's names
+            rows = self.csv[(self.csv.family == spec.family) & (self.csv["size"] == spec.size)
+                            & (self.csv.setting == setting)].dropna(subset=["tokens_per_s"])
+            if len(rows):
+                return float(rows.tokens_per_s.max())
+        cost = _cost(spec, self.vocab)
+        if self.measured.get(spec.family):
+            near_cost, near_speed = min(self.measured[spec.family], key=lambda m: abs(m[0] - cost))
+            return near_speed * near_cost / cost
+        return float(self.cfg.ladder.assumed_mfu) * spec.peak_tflops * 1e12 / (6 * cost)
+
+    def seconds(self, spec: RunSpec, results: pd.DataFrame) -> float:
+        return spec.tokens / self.tokens_per_s(spec, results) * 1.1 + RUN_OVERHEAD_S
+
+
+# ---- the ladder -------------------------------------------------------------------------------------
+class Ladder:
+    def __init__(self, cfg: DictConfig, corpus: Corpus, out_dir: Path, writer: ResultsWriter, device, deadline):
+        self.cfg, self.corpus, self.out_dir, self.writer, self.device = cfg, corpus, out_dir, writer, device
+        self.deadline = deadline
+        from rwkvbench.train.families import padded_vocab
+
+        self.estimator = Estimator(cfg, padded_vocab(corpus.tokenizer.vocab_size))
+
+    def run(self, spec: RunSpec) -> bool:
+        """True when the run is finished (now or before); False when the deadline stopped the ladder."""
+        results = self.writer.read()
+        if (spec.name, spec.tag) in finished_runs(results):
+            print(f"[rwkvbench.train] {spec.name} {spec.tag}: finished before, skipped")
+            return True
+        if self.deadline is not None:
+            need, left = self.estimator.seconds(spec, results), self.deadline - time.monotonic()
+            if need > left:
+                print(f"[rwkvbench.train] {spec.name} {spec.tag}: needs ~{need:.0f} s, {left:.0f} s left before "
+                      f"the deadline; stopping here (run the same command again to continue)")
+                return False
+        finished = train_run(spec, self.corpus, self.out_dir, self.writer, self.device, self.deadline)
+        self.estimator.record(spec, self.writer.read())
+        return finished
+
+    def best_lr(self, spec_of, lrs) -> float:
+        """The swept rate with the lowest final validation loss."""
+        table = training_table(self.writer.read())
+        finals = {}
+        for lr in lrs:
+            spec = spec_of(lr)
+            rows = table[(table.model == spec.name) & (table.tag == spec.tag) & (table.step == spec.steps)]
+            finals[lr] = float(rows.val_loss.iloc[0])
+        best = min(finals, key=finals.get)
+        edge = " (at the edge of the sweep: widen it)" if best in (min(lrs), max(lrs)) else ""
+        print(f"[rwkvbench.train] {spec_of(best).family} sweep: " +
+              ", ".join(f"lr={lr:g}: {v:.4f}" for lr, v in sorted(finals.items())) + f" -> lr={best:g}{edge}")
+        return best
+
+    def family(self, name: str) -> list[RunSpec] | None:
+        """Sweep, then every size. The specs run (all finished), or None if the deadline stopped it."""
+        cfg, ladder = self.cfg, self.cfg.ladder
+        recipe = recipe_for(cfg, name)
+        sizes = [size_config(cfg, s) for s in ladder.sizes]
+        first = sizes[0]
+        scale = float(ladder.token_scale)
+
+        def spec_at(size, lr):
+            return make_spec(cfg, recipe, size, lr, scale)
+
+        sweep = [float(lr) for lr in ladder.sweep] or [scaled_lr(recipe, recipe.lr, recipe.lr_width, first.n_embd)]
+        for lr in sweep:
+            if not self.run(spec_at(first, lr)):
+                return None
+        best = self.best_lr(lambda lr: spec_at(first, lr), sweep)
+        specs = [spec_at(first, best)]
+        for size in sizes[1:]:
+            spec = spec_at(size, scaled_lr(recipe, best, first.n_embd, size.n_embd))
+            if not self.run(spec):
+                return None
+            specs.append(spec)
+        return specs
+
+
+def write_pair_configs(out_dir: Path, chosen: dict[str, list[RunSpec]]) -> list[Path]:
+    """models/model/<family>_<size>.yaml for every size both families finished here, each naming the
+    other as `matched` (an absolute path): `python -m rwkvbench -cd OUT/models model=rwkv4_s3` runs a
+    suite on the trained pair."""
+    if len(chosen) != 2:
+        return []
+    folder = out_dir / "models" / "model"
+    (a, specs_a), (b, specs_b) = chosen.items()
+    written = []
+    for sa, sb in zip(specs_a, specs_b):
+        runs = [out_dir / "runs" / s.run_dir_name / "model.yaml" for s in (sa, sb)]
+        if not all(r.is_file() for r in runs):
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        targets = [folder / f"{s.name}.yaml" for s in (sa, sb)]
+        for run, target, partner in zip(runs, targets, reversed(targets)):
+            cfg = OmegaConf.load(run)
+            cfg.matched = str(partner.resolve())
+            OmegaConf.save(cfg, target)
+            written.append(target)
+    return written
+
+
+def check_ladder(cfg: DictConfig) -> None:
+    """Bad names fail here, before any tokenizing or training."""
+    from rwkvbench.train.families import get_family
+
+    for name in cfg.ladder.families:
+        get_family(name)
+        recipe_for(cfg, name)
+    if not cfg.ladder.sizes:
+        raise ConfigError("ladder.sizes: empty; give at least one size (conf/train/size/*.yaml)")
+    for s in cfg.ladder.sizes:
+        try:
+            size_config(cfg, s)
+        except ValueError as e:
+            raise ConfigError(f"ladder.sizes: {e}") from None
