@@ -53,15 +53,19 @@ class Trend:
         self.oom_at: dict[int, int] = {}  # batch -> shortest context that ran out of memory
         self.memory = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
 
-    def check(self, L: int, B: int, seconds: float | None, weights_bytes: int) -> None:
+    def check(self, L: int, B: int, budget: Budget, weights_bytes: int) -> None:
         if B in self.oom_at and L > self.oom_at[B]:
             raise SkipUnit(f"batch {B} ran out of memory at the shorter context {self.oom_at[B]}")
-        if B in self.last and seconds is not None:
+        if B in self.last:
             L0, s0 = self.last[B]
-            predicted = s0 * L / L0
-            if L > L0 and predicted > seconds:
+            predicted = s0 * L / L0  # one prefill, linear in tokens (a lower bound for attention)
+            if L > L0 and budget.seconds is not None and predicted > budget.seconds:
                 raise SkipUnit(f"one prefill predicted to take {predicted:.0f} s (linear from {s0:.2f} s at {L0} "
-                               f"tokens) > max_seconds_per_point={seconds:g}")
+                               f"tokens) > max_seconds_per_point={budget.seconds:g}")
+            if L > L0 and 2 * predicted > budget.remaining():  # the warm-up and one timed run must fit
+                raise SkipUnit(f"two prefills predicted to take {2 * predicted:.0f} s (linear from {s0:.2f} s at "
+                               f"{L0} tokens), more than the {max(budget.remaining(), 0):.0f} s left of the run's "
+                               f"max_minutes")
         points = self.states.get(B, [])
         if self.memory is not None and len(points) >= 2:
             (L1, s1), (L2, s2) = points[-2:]
@@ -120,7 +124,7 @@ def measure_decode(model, logits, state, steps: int, warmup: int, budget: Budget
 
 
 def measure_point(model, L: int, B: int, task, trend: Trend, budget: Budget) -> list[dict]:
-    trend.check(L, B, budget.seconds, model.weights_nbytes)
+    trend.check(L, B, budget, model.weights_nbytes)
     g = torch.Generator().manual_seed(int(task.get("seed", 0)))
     ids = torch.randint(0, model.tokenizer.vocab_size, (B, L), generator=g).to(model.device)
     try:
