@@ -55,6 +55,7 @@ def measure(family: str, size_name: str, setting: str, args) -> dict:
     model = get_family(family)(recipe, {"n_layer": size.n_layer, "n_embd": size.n_embd}, VOCAB, 0, device)
     chunk_fn = _chunk
     if s["compile"] and on_gpu:
+        torch._dynamo.reset()  # as the trainer does: each size compiles its own static graph
         model.compile()
         chunk_fn = torch.compile(_chunk, dynamic=True)
     optimizer = make_optimizer(model, recipe, 1e-4, device)

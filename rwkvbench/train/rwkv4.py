@@ -84,7 +84,7 @@ class TrainableRWKV4(Trainable):
             warnings.warn("rwkvbench.train: RWKV-4 runs the PyTorch WKV reference here (no CUDA kernel): not compiled, "
                           "and slow", stacklevel=2)
             return
-        self.step = torch.compile(block_step)
+        self.step = torch.compile(block_step, dynamic=False)
 
     def embedding_weights(self):
         return [self.net.emb.weight, self.net.head.weight]

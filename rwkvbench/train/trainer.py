@@ -166,6 +166,10 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
     amp_dtype = DTYPES[spec.precision] if on_gpu else torch.float32
     chunk_fn = _chunk
     if spec.compile and on_gpu:
+        # A fresh compile per run: dynamo's cache is keyed by function, so the next size's shapes would
+        # otherwise recompile block_step with symbolic sizes, whose backward returned a (C,) gradient
+        # for a (1, 1, C) mix on torch 2.11 (seen on an H200).
+        torch._dynamo.reset()
         model.compile()
         chunk_fn = torch.compile(_chunk, dynamic=True)
     optimizer = make_optimizer(model, OmegaConf.create(spec.recipe), spec.lr, device)
