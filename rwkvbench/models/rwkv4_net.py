@@ -34,7 +34,7 @@ class TimeMix(nn.Module):
         )
 
     def weights(self):
-        return (self.time_decay, self.time_first, self.time_mix_k, self.time_mix_v, self.time_mix_r,
+        return (self.time_decay, self.time_first, *_flat(self.time_mix_k, self.time_mix_v, self.time_mix_r),
                 self.key.weight, self.value.weight, self.receptance.weight, self.output.weight)
 
 
@@ -48,7 +48,14 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(F_, C, bias=False, dtype=dtype, device=device)
 
     def weights(self):
-        return (self.time_mix_k, self.time_mix_r, self.key.weight, self.receptance.weight, self.value.weight)
+        return (*_flat(self.time_mix_k, self.time_mix_r), self.key.weight, self.receptance.weight, self.value.weight)
+
+
+def _flat(*mixes):
+    """The (1, 1, C) mix vectors (BlinkDL's checkpoint shape) as (C,) views, taken outside any compiled
+    step: on an H200 (torch 2.11), a compiled training step's backward returned a (C,) gradient for a
+    (1, 1, C) input at C >= 192 and failed autograd's shape check; the views' own backward runs eager."""
+    return [m.view(-1) for m in mixes]
 
 
 class Block(nn.Module):
