@@ -46,3 +46,4 @@ def get_summarizer(name: str) -> Callable | None:
 
 def _import_all():
     from rwkvbench.evals import efficiency, perplexity, quality  # noqa: F401  (registration)
+    from rwkvbench.evals import recall  # noqa: F401  (registration)
