@@ -17,6 +17,7 @@ many ran).
 from __future__ import annotations
 
 import gc
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -105,10 +106,6 @@ def score_batch(model, rest: np.ndarray, tgt: np.ndarray, state):
     return correct, logprob, state
 
 
-def _pow2_floor(n: int) -> int:
-    return 1 << (max(1, n).bit_length() - 1)
-
-
 def _out_of_memory(fn):
     """fn()'s result, or the error's message when it ran out of memory; the memory is released after the
     error (and the frames it holds) is gone."""
@@ -134,30 +131,31 @@ def buckets(group: list[Item]) -> list[list[Item]]:
 
 @torch.inference_mode()
 def score_items(model, items: list[Item], batch_size: int, budget=None, per_item_guess: float | None = None) -> Scores:
-    """Score items group by group (their common prefix prefilled once), in batches of equal length. Batch
-    sizes are powers of two (fewer shapes for a compiled prefill to specialise on) that the budget holds at
-    the last batch's seconds per item (at first `per_item_guess`); at least one item is scored."""
+    """Score items group by group (their common prefix prefilled once), in batches of equal length, of at
+    most `batch_size` and as many as the budget holds at the last batch's seconds per item (at first
+    `per_item_guess`). At least one item is scored; the budget stops the rest."""
     out = Scores()
     groups: dict[int, list[Item]] = {}
     for it in items:
         groups.setdefault(it.group, []).append(it)
-    per_item = per_item_guess
+    per_item, cap = per_item_guess, max(1, int(batch_size))  # cap halves for good when memory runs out
 
-    def fits() -> int | None:  # items the budget holds, None when unknown
-        if per_item is None or budget is None or per_item <= 0:
+    def fits() -> int | None:  # items the budget holds, None when unknown or unlimited
+        left = math.inf if budget is None else budget.remaining()
+        if per_item is None or per_item <= 0 or math.isinf(left):
             return None
-        return int(budget.remaining() / per_item)
+        return int(left / per_item)
 
     for group in groups.values():
         first_answer = min(a.pos for it in group for a in it.answers)
         shared = min(common_prefix([it.ids for it in group]), first_answer)
         prefix = feed(model, model.as_ids(group[0].ids[:shared]), None) if shared else None
-        todo, cap = buckets(group), _pow2_floor(batch_size)
+        todo = buckets(group)
         while todo:
             bucket, fit = todo[0], fits()
             if out.items and fit is not None and fit < 1:
                 return out
-            take = min(cap, _pow2_floor(len(bucket)), cap if fit is None else _pow2_floor(max(fit, 1)))
+            take = min(cap, len(bucket), cap if fit is None else max(fit, 1))
             batch, last_use = bucket[:take], len(todo) == 1 and len(bucket) == take == 1
 
             def run():
