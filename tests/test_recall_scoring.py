@@ -121,3 +121,25 @@ def test_a_spent_budget_scores_one_batch_and_says_so():
     scores = score_items(OracleModel(BYTES), items, batch_size=2, budget=Budget(seconds=1e-9))
     assert len(scores.items) == 2 and len(scores.answers) == 2 * 4
     assert metrics(scores)["exact_match"]["n"] == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["rwkv4_169m", "pythia_160m"])
+def test_on_cuda_the_fast_path_matches_each_item_alone(name):
+    """fp16 on the GPU, through RWKV's CUDA kernels and compiled 4096-token chunks and the Transformer's
+    SDPA: a passkey point of 8K tokens with the prefix shared and batched, against each item alone."""
+    from recall_helpers import NEOX_TOKENIZER
+
+    if not NEOX_TOKENIZER.is_file():
+        pytest.skip(f"{NEOX_TOKENIZER} not present")
+    model = load_model(name, init="random", device="cuda", dtype="fp16", tokenizer_path=str(NEOX_TOKENIZER))
+    probe = make_probe("passkey", model.tokenizer, n_items=4)
+    items = probe.items(8192, {"depth": 0.5, "order": "question_last"}, seed=0)
+    fast = score_items(model, items, batch_size=4)
+    first = {id(it): a for it, a in zip(fast.items, fast.answers)}
+    for i, it in enumerate(items):
+        it.group = i
+    plain = score_items(model, items, batch_size=1)
+    for it, p in zip(plain.items, plain.answers):
+        np.testing.assert_allclose(first[id(it)].logprob, p.logprob, atol=0.05, rtol=0.01)
+    assert fast.state_bytes == plain.state_bytes > 0

@@ -20,8 +20,6 @@ first, so a run's time budget never turns them into `skipped`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
@@ -155,8 +153,7 @@ def units(model, task) -> list[Unit]:
     probe = get_probe(task.probe)(model.tokenizer, fmt, task)
     seconds = for_device(task.get("max_seconds_per_unit"), model.device)
     max_len = for_device(task.get("max_context_len"), model.device)
-    common = {"seed": int(task.seed), "max_seconds": seconds,
-              "format_sha256": hashlib.sha256(json.dumps(fmt, sort_keys=True).encode()).hexdigest()[:16],
+    common = {"seed": int(task.seed), "max_seconds": seconds, "format": fmt,
               **{k: task[k] for k in ITEM_COUNTS if k in task}}
     trend = Trend()
     lens = sorted(int(c) for c in task.context_lens)  # shortest first: later points learn from earlier ones
