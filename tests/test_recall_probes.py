@@ -10,6 +10,7 @@ from rwkvbench.evals.probes import get_probe
 from rwkvbench.evals.probes.items import variant_label
 from rwkvbench.models.registry import load_model
 from rwkvbench.models.tokenizer import ByteTokenizer, load_tokenizer
+from rwkvbench.units import SkipUnit
 
 BYTES = ByteTokenizer()
 POINT = {"copy": 256, "phonebook": 512, "mqar": 256, "passkey": 512}  # a context each probe fits in bytes
@@ -167,6 +168,8 @@ def test_points_that_cannot_be_built_say_why():
     assert make_probe("passkey", BYTES).unfit(128, {"depth": 0.5, "order": "question_last"})
     assert make_probe("phonebook", BYTES).unfit(64, {"fewshot": 2})
     assert make_probe("copy", BYTES).unfit(8, {"kind": "random"})
+    with pytest.raises(SkipUnit, match="more entries than the 16002 names"):
+        make_probe("phonebook", BYTES, books=1).items(1 << 20, {"fewshot": 2}, seed=0)
 
 
 @pytest.mark.skipif(not NEOX_TOKENIZER.is_file(), reason="needs the GPT-NeoX-20B tokenizer in the shared data")

@@ -8,6 +8,7 @@ import numpy as np
 
 from rwkvbench.evals.probes import Probe, probe
 from rwkvbench.evals.probes.items import Answer, Item, encode, infix, rng_for
+from rwkvbench.units import SkipUnit
 
 
 @probe("phonebook")
@@ -56,10 +57,11 @@ class PhoneBook(Probe):
             query, answer = self.entry(self.names[i], self.number(rng))
             cost = len(encode(self.tokenizer, query + answer + self.line_sep))
             if used + cost > room:
-                break
+                return entries
             entries.append((query, answer))
             used += cost
-        return entries
+        raise SkipUnit(f"context_len={context_len} holds more entries than the {len(self.names)} names "
+                       f"(first_names x last_names of the phonebook format)")
 
     def items(self, context_len, variant, seed):
         rng = rng_for(seed, "phonebook", context_len)

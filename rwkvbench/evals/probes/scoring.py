@@ -8,8 +8,8 @@ forked with `repeat_state` for each batch of items. Everything before the first 
 without logits, in chunks; logits are computed only where answers are, in chunks bounded in memory, and
 only the answer rows go through log_softmax, so a million-token passkey never holds more than a chunk.
 
-Batches shrink when memory runs out (a batch of one is tried once more without the shared prefix, whose
-fork costs a KV cache copies of itself; if that does not fit either the error stands and the runner
+Batches shrink when memory runs out (a batch of one is tried once more without the shared prefix: forking
+a KV cache copies it; if that does not fit either the error stands and the runner
 writes an `oom` row) and when the time budget would not hold another batch (`Scores.items` says how
 many ran).
 """
@@ -106,6 +106,11 @@ def score_batch(model, rest: np.ndarray, tgt: np.ndarray, state):
     return correct, logprob, state
 
 
+def _pow2_floor(n: int) -> int:
+    """Batch sizes are powers of two: few shapes for a compiled prefill to specialise on (one compile each)."""
+    return 1 << (max(1, n).bit_length() - 1)
+
+
 def _out_of_memory(fn):
     """fn()'s result, or the error's message when it ran out of memory; the memory is released after the
     error (and the frames it holds) is gone."""
@@ -133,7 +138,8 @@ def buckets(group: list[Item]) -> list[list[Item]]:
 def score_items(model, items: list[Item], batch_size: int, budget=None, per_item_guess: float | None = None) -> Scores:
     """Score items group by group (their common prefix prefilled once), in batches of equal length, of at
     most `batch_size` and as many as the budget holds at the last batch's seconds per item (at first
-    `per_item_guess`). At least one item is scored; the budget stops the rest."""
+    `per_item_guess`), rounded down to a power of two. At least one item is scored; the budget stops the
+    rest."""
     out = Scores()
     groups: dict[int, list[Item]] = {}
     for it in items:
@@ -155,7 +161,7 @@ def score_items(model, items: list[Item], batch_size: int, budget=None, per_item
             bucket, fit = todo[0], fits()
             if out.items and fit is not None and fit < 1:
                 return out
-            take = min(cap, len(bucket), cap if fit is None else max(fit, 1))
+            take = _pow2_floor(min(cap, len(bucket), cap if fit is None else max(fit, 1)))
             batch, last_use = bucket[:take], len(todo) == 1 and len(bucket) == take == 1
 
             def run():
