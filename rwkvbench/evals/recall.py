@@ -149,8 +149,9 @@ def certain_oom(model, context_lens: list[int]) -> dict[int, str]:
 
 @register("recall")
 def units(model, task) -> list[Unit]:
+    probe_class = get_probe(task.probe)  # an unknown name fails here, in one line
     fmt = probe_format(task)
-    probe = get_probe(task.probe)(model.tokenizer, fmt, task)
+    probe = probe_class(model.tokenizer, fmt, task)
     seconds = for_device(task.get("max_seconds_per_unit"), model.device)
     max_len = for_device(task.get("max_context_len"), model.device)
     common = {"seed": int(task.seed), "max_seconds": seconds, "format": fmt,
