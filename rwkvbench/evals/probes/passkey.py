@@ -17,6 +17,7 @@ import numpy as np
 from rwkvbench.errors import ConfigError
 from rwkvbench.evals.probes import Probe, choose, probe
 from rwkvbench.evals.probes.items import Answer, Item, encode, infix, rng_for
+from rwkvbench.units import SkipUnit
 
 
 @probe("passkey")
@@ -55,13 +56,13 @@ class Passkey(Probe):
         return (encode(self.tokenizer, self.fmt["needle"].format(key=key)),
                 encode(self.tokenizer, self.fmt["answer"].format(key=key)))
 
-    def haystack(self, context_len: int, order: str, needle: np.ndarray) -> int:
+    def haystack(self, context_len: int, order: str, needle_len: int) -> int:
         """Filler tokens of an item (both filler lines present: four separators)."""
-        return context_len - len(self.heads[order]) - len(needle) - len(self.tail) - 4 * len(self.sep)
+        return context_len - len(self.heads[order]) - needle_len - len(self.tail) - 4 * len(self.sep)
 
     def unfit(self, context_len, variant):
-        longest = max(len(self.needle(k)[0]) for k in (self.lo, self.hi, 99999, 12345))
-        room = self.haystack(context_len, variant["order"], np.empty(longest + 2))
+        longest = max(len(self.needle(k)[0]) for k in (self.lo, self.hi, 99999, 12345)) + 2  # and some slack
+        room = self.haystack(context_len, variant["order"], longest)
         if room < 2:
             return f"context_len={context_len} leaves no room for filler around the needle ({room} tokens)"
         return None
@@ -72,7 +73,9 @@ class Passkey(Probe):
         out = []
         for key in rng.integers(self.lo, self.hi + 1, self.n):
             needle, answer = self.needle(int(key))
-            total = self.haystack(context_len, variant["order"], needle)
+            total = self.haystack(context_len, variant["order"], len(needle))
+            if total < 2:
+                raise SkipUnit(f"context_len={context_len} leaves no room for filler around the needle of key {key}")
             before = int(np.floor(depth * total + 0.5))
             after = total - before
             if before == 0:  # no filler line before the needle: its separator goes to the filler after
