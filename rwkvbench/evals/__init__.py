@@ -45,4 +45,4 @@ def get_summarizer(name: str) -> Callable | None:
 
 
 def _import_all():
-    from rwkvbench.evals import efficiency, perplexity, prompts, quality  # noqa: F401  (registration)
+    from rwkvbench.evals import efficiency, perplexity, prompts, quality, recall  # noqa: F401  (registration)
