@@ -33,7 +33,7 @@ from rwkvbench.evals import register
 from rwkvbench.evals.probes import get_probe
 from rwkvbench.evals.probes.items import variant_label
 from rwkvbench.evals.probes.scoring import Scores, score_items
-from rwkvbench.units import Budget, SkipUnit, Unit, _is_oom, for_device
+from rwkvbench.units import Budget, SkipUnit, Unit, is_oom, for_device
 
 ITEM_COUNTS = ("n_items", "books", "queries_per_book")
 
@@ -93,7 +93,7 @@ def measure(model, probe, task, context_len: int, variant: dict, trend: Trend, b
     try:
         scores = score_items(model, items, int(task.batch_size), budget, per_item_guess=trend.per_item(tokens))
     except Exception as e:
-        if _is_oom(e) and (trend.oom_at is None or context_len < trend.oom_at[0]):
+        if is_oom(e) and (trend.oom_at is None or context_len < trend.oom_at[0]):
             trend.oom_at = (context_len, label)
         raise
     seconds = time.perf_counter() - t0

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rwkvbench.evals.probes.items import Item
-from rwkvbench.units import _is_oom
+from rwkvbench.units import is_oom
 
 FEED_CHUNK = 4096  # tokens per prefill call after a state exists (RWKV's own chunk; a KV cache's mask is chunk x cache)
 LOGIT_FLOATS = 1 << 27  # fp32 logits held at once (512 MiB)
@@ -117,7 +117,7 @@ def _out_of_memory(fn):
     try:
         return fn(), None
     except Exception as e:  # noqa: BLE001  (only out-of-memory is caught)
-        if not _is_oom(e):
+        if not is_oom(e):
             raise
         message = str(e)
     gc.collect()
