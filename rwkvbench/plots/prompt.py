@@ -57,6 +57,7 @@ def _spread_panel(ax, rows: pd.DataFrame, task: str, metric: str, models: list[s
     ax.set_ylim(max(lo - 1.6 * pad, -0.03), min(hi + pad, 1.03))
     ax.set_xlim(-0.6, len(present) - 0.1)  # room on the right for the template names
     ax.set_xticks(range(len(present)), present, rotation=20, ha="right", fontsize=8.5)
+    ax.set_xlabel("model")
     ax.set_ylabel(f"accuracy ({metric}), one dot per template")
     ax.set_title(f"{task_info(task)['label']} · spread across templates", fontsize=10.5)
     ax.grid(True, axis="y", alpha=0.3)
