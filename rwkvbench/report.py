@@ -42,7 +42,7 @@ METRIC_COLUMNS = ("train", "scaling")
 SUITE_ORDER = ["quality", "recall", "prompt", "efficiency", "kernel", "train", "scaling"]
 SUITE_TITLES = {"quality": "Quality (lm-eval)", "recall": "Recall probes", "prompt": "Prompt templates",
                 "efficiency": "Speed and memory", "kernel": "WKV kernel", "train": "Training (each run's last step)",
-                "scaling": "Scaling-law fits", "perplexity": "Perplexity"}
+                "scaling": "Scaling-law fits", "perplexity": "Perplexity", "wall_time": "Wall time of whole tasks"}
 TABLES_NOTE = ("Each cell: value ± standard error, and n. One column per model (training runs and fits: per "
                "metric), one row per measured setting; nothing averaged.")
 CAPTIONS = {

@@ -38,8 +38,10 @@ def _panel(ax, rows, status, colours, metrics, ylabel, unit, drew) -> None:
     for i, metric in enumerate(metrics):
         sub = rows[rows.metric == metric]
         keys = style.series_keys(sub, ["model"], "context_len")
-        for j, (key, s) in enumerate(sub.groupby(keys, dropna=False, sort=True)):
+        seen: dict[str, int] = {}  # series drawn so far per model
+        for key, s in sub.groupby(keys, dropna=False, sort=True):
             match = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+            j = seen[match["model"]] = seen.get(match["model"], -1) + 1
             s = s.sort_values("context_len")
             colour = colours[match["model"]]
             fam = style.family(s.family.iloc[0])
@@ -54,6 +56,7 @@ def _panel(ax, rows, status, colours, metrics, ylabel, unit, drew) -> None:
             yerr = s.stderr.to_numpy(dtype=float)
             if band is None and pd.notna(yerr).any():
                 drew.add("errorbars")
+                ys += list(s.value - s.stderr.fillna(0)) + list(s.value + s.stderr.fillna(0))
             else:
                 yerr = None
             ax.errorbar(s.context_len.astype(float), s.value, yerr=yerr, marker=marker, ms=5, linestyle=ls,
