@@ -201,10 +201,11 @@ def pivot(df: pd.DataFrame, suite: str) -> pd.DataFrame:
     rows = rows.drop_duplicates(index + [columns], keep="last")  # only exact repeats are left by now
     table = rows.pivot(index=index, columns=columns, values=["value", "stderr", "n"]).swaplevel(0, 1, axis=1)
     if columns == "model":
-        order = rows.sort_values(["family", "n_params"], na_position="last").model
+        from rwkvbench.plots.style import model_order
+
+        names = model_order(rows)
     else:
-        order = rows.metric
-    names = list(dict.fromkeys(order))
+        names = list(dict.fromkeys(rows.metric))
     table = table.reindex(columns=pd.MultiIndex.from_product([names, ["value", "stderr", "n"]]))
     return table.sort_index()
 

@@ -39,7 +39,9 @@ def _panel(ax, rows, status, colours, metrics, ylabel, unit, drew) -> None:
         sub = rows[rows.metric == metric]
         keys = style.series_keys(sub, ["model"], "context_len")
         seen: dict[str, int] = {}  # series drawn so far per model
-        for key, s in sub.groupby(keys, dropna=False, sort=True):
+        order = {m: i for i, m in enumerate(style.model_order(rows))}
+        groups = sorted(sub.groupby(keys, dropna=False, sort=True), key=lambda g: order[g[1].model.iloc[0]])
+        for key, s in groups:
             match = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
             j = seen[match["model"]] = seen.get(match["model"], -1) + 1
             s = s.sort_values("context_len")

@@ -21,11 +21,6 @@ def _template_metric(rows: pd.DataFrame, task: str) -> str | None:
     return next((m for m in (task_info(task)["paper_metric"],) + ACCURACY if m in metrics), None)
 
 
-def _model_order(rows: pd.DataFrame) -> list[str]:
-    sizes = rows.groupby("model").agg(family=("family", "first"), n_params=("n_params", "max"))
-    return sizes.sort_values(["family", "n_params"], na_position="last").index.tolist()
-
-
 def _spread_panel(ax, rows: pd.DataFrame, task: str, metric: str, models: list[str]) -> None:
     per = rows[(rows.task == task) & (rows.variant != SUMMARY) & (rows.metric == metric)]
     present = [m for m in models if (per.model == m).any()]
@@ -108,7 +103,7 @@ def plot_prompt(df: pd.DataFrame) -> dict:
     plt = style.pyplot()
     has_order = rows.metric.str.endswith(ORDER_DIFF).any()
     nrows = 2 if has_order else 1
-    models = _model_order(rows)
+    models = style.model_order(rows)
     fig, axes = plt.subplots(nrows, len(tasks), figsize=(5.2 * len(tasks) + 1.2, 4.2 * nrows + 2.2), squeeze=False,
                              gridspec_kw={"height_ratios": [1.4, 1][:nrows]})
     for c, (task, metric) in enumerate(tasks):

@@ -97,10 +97,8 @@ def _panel(ax, rows: pd.DataFrame, task: str, metric: str, variants: list[str]) 
         ax.set_ylim(max(lo - pad, -0.03), min(hi + pad, 1.03))
         ax.set_ylabel(f"accuracy ({metric})")
     ax.set_xlabel("parameters")
-    ax.set_title(f"{info['label']} · {metric}", fontsize=11)
     n = style.n_range(sub, "docs")
-    if n:
-        ax.text(0.02, 0.03, n, transform=ax.transAxes, fontsize=8, color="#444444")
+    ax.set_title(" · ".join(p for p in (info["label"], metric, n) if p), fontsize=10.5)
     ax.grid(True, alpha=0.3)
 
 

@@ -60,7 +60,8 @@ def _panel(ax, rows: pd.DataFrame, x: str, x_col: str, split: list[str], colours
     data = rows.dropna(subset=[x_col])
     combos = sorted({tuple(r) for r in data[split].itertuples(index=False)}, key=_order) if split else [()]
     xs = []
-    for model, m in data.groupby("model", sort=True):
+    for model in [m for m in style.model_order(rows) if (data.model == m).any()]:
+        m = data[data.model == model]
         fam = style.family(m.family.iloc[0])
         for k, combo in enumerate(combos):
             s = m
@@ -139,9 +140,10 @@ def _figure(rows: pd.DataFrame, state: pd.DataFrame, status: pd.DataFrame, task:
                 for model, s in at.groupby("model"):
                     style.mark_status(ax, s, colours.get(model, "#444444"))
             ax.set_title(" · ".join(p for p in (task, SCORES.get(metric, metric), facet) if p), fontsize=10.5)
-    handles = [style.proxy(color=colours[m], marker=style.family(f).marker, lw=1.6)
-               for m, f in rows.groupby("model").family.first().items()]
-    labels = [style.model_label(rows, m) for m in rows.groupby("model").family.first().index]
+    models = style.model_order(rows)
+    first_family = rows.groupby("model").family.first()
+    handles = [style.proxy(color=colours[m], marker=style.family(first_family[m]).marker, lw=1.6) for m in models]
+    labels = [style.model_label(rows, m) for m in models]
     h, lab = style.status_handles(status)
     handles, labels = handles + h, labels + lab
     subtitle, warning = style.setup_line(rows, style.n_range(rows, "items per point"))

@@ -60,6 +60,14 @@ def model_colours(rows: pd.DataFrame, key: str = "model") -> dict[str, tuple]:
     return out
 
 
+def model_order(rows: pd.DataFrame, key: str = "model") -> list:
+    """Models (or another `key`) by family (RWKV first, as in every legend) and then by size."""
+    sizes = rows.groupby(key, dropna=False).agg(family=("family", "first"), n_params=("n_params", "max"))
+    rank = {name: i for i, name in enumerate(FAMILIES)}
+    sizes["rank"] = [rank.get(str(f), len(rank)) for f in sizes.family]
+    return sizes.sort_values(["rank", "n_params"], na_position="last").index.tolist()
+
+
 def model_label(rows: pd.DataFrame, model: str) -> str:
     r = rows[rows.model == model].iloc[0]
     size = f", {si(float(r.n_params))} params" if pd.notna(r.n_params) else ""
@@ -156,7 +164,7 @@ def plain(v: float) -> str:
     v = float(v)
     if v == 0 or 1e-3 <= abs(v) < 1e4:
         return f"{v:g}"
-    if 1e4 <= abs(v) < 1e7:
+    if 1e4 <= abs(v) < 1e5:
         return f"{v:,.0f}"
     mantissa, exponent = f"{v:.0e}".split("e")
     return f"{mantissa}e{int(exponent)}"

@@ -105,7 +105,7 @@ def plot_train(df: pd.DataFrame) -> dict:
         lr = rows[rows.task == ladder]
         curves, x = _curves(lr)
         runs = lr.groupby("variant").agg(family=("family", "first"), n_params=("n_params", "max"))
-        runs = runs.sort_values(["family", "n_params"])
+        runs = runs.loc[style.model_order(lr, key="variant")]
         colours = style.model_colours(lr, key="variant")
         fits = _fits(fit_rows, ladder) if not fit_rows.empty else pd.DataFrame()
         has_b = not fits.empty and "b" in fits.columns
