@@ -43,7 +43,8 @@ def forward_ms(model, profile=False):
     with torch.inference_mode():
         ms = median_ms(lambda: model.prefill(ids), "cuda", 20, 3)
         if profile:
-            from torch.profiler import ProfilerActivity, profile as prof
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as prof
 
             with prof(activities=[ProfilerActivity.CUDA]) as p:
                 model.prefill(ids)

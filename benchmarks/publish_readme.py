@@ -48,7 +48,7 @@ def efficiency_glance(df: pd.DataFrame) -> list[str]:
     lines = ["| model | prefill 16K | decode / token at 16K | longest context | prefill there | "
              "decode there | peak memory there | first OOM |", "|---|---|---|---|---|---|---|---|"]
     for model, m in b1.groupby("model", sort=False):
-        def at(metric, ctx):
+        def at(metric, ctx, m=m):
             v = m[(m.metric == metric) & (m.context_len == ctx)].value
             return float(v.iloc[0]) if len(v) else None
 

@@ -62,7 +62,9 @@ step_lambada() {
 }
 
 step_recall() {
-  if [[ ! -f conf/task/recall.yaml ]]; then echo "recall: skipped, conf/task/recall.yaml is not in this checkout"; return 0; fi
+  if [[ ! -f conf/task/recall.yaml ]]; then
+    echo "recall: skipped, conf/task/recall.yaml is not in this checkout"; return 0
+  fi
   local dir; dir=$(scratch recall)
   "$PY" -m rwkvbench "${PAIR[@]}" task=recall "hydra.run.dir=$dir"
   publish recall "$dir"
@@ -87,7 +89,9 @@ step_report() {
 steps=("$@")
 if [[ ${#steps[@]} -eq 0 ]]; then steps=(efficiency kernel lambada recall prompt report); fi
 for s in "${steps[@]}"; do
-  if ! declare -F "step_$s" >/dev/null; then echo "unknown step '$s' (efficiency kernel lambada recall prompt report)" >&2; exit 2; fi
+  if ! declare -F "step_$s" >/dev/null; then
+    echo "unknown step '$s' (efficiency kernel lambada recall prompt report)" >&2; exit 2
+  fi
 done
 for s in "${steps[@]}"; do
   start=$SECONDS

@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-GPU=$("$PY" -c "import torch; print(torch.cuda.get_device_name().replace(' ', '_') if torch.cuda.is_available() else '')")
+GPU=$("$PY" -c "import torch
+print(torch.cuda.get_device_name().replace(' ', '_') if torch.cuda.is_available() else '')")
 if [[ -z "$GPU" ]]; then
   echo "benchmarks/regression.sh: needs a CUDA GPU (torch.cuda.is_available() is False)" >&2
   exit 2
@@ -24,7 +25,7 @@ if [[ "${1:-}" == "--record" ]]; then
   exec "${RUN[@]}" --benchmark-save=baseline "$@"
 fi
 if ! compgen -G "$STORE/*/*.json" >/dev/null; then
-  echo "benchmarks/regression.sh: no baseline for $GPU in $STORE; record one with: benchmarks/regression.sh --record" >&2
+  echo "benchmarks/regression.sh: no baseline for $GPU in $STORE; record one with $0 --record" >&2
   exit 2
 fi
 exec "${RUN[@]}" --benchmark-compare --benchmark-compare-fail="${RWKVBENCH_BENCH_FAIL:-median:15%}" "$@"

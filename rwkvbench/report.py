@@ -342,8 +342,9 @@ def render_html(rep: Report) -> str:
         parts.append("<p>No suite in these results has a figure.</p>")
     for name, png in rep.figures.items():
         data = base64.b64encode(png).decode()
+        caption = f"<b>{html.escape(name)}</b>: {html.escape(_figure_caption(name))}"
         parts.append(f'<figure id="fig-{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption><b>{html.escape(name)}</b>: {html.escape(_figure_caption(name))}</figcaption></figure>")
+                     f"<figcaption>{caption}</figcaption></figure>")
     parts.append('<h2 id="published">Against the published numbers</h2>')
     comp = compare_with_reference(rep.df)
     if comp.empty:
@@ -400,7 +401,8 @@ def render_markdown(rep: Report, figure_dir: str = "figures") -> str:
         out += [f"### {SUITE_TITLES.get(suite, suite)}", "", _md_table(header, rows), ""]
     out += ["## Runs and versions", ""]
     for src in rep.sources:
-        out += [f"### `{src.path}`", "", f"{len(src.rows):,} rows" + (f"; {src.runs_note}" if src.runs_note else ""), ""]
+        note = f"; {src.runs_note}" if src.runs_note else ""
+        out += [f"### `{src.path}`", "", f"{len(src.rows):,} rows{note}", ""]
         if src.runs:
             out += [_md_table(*_run_rows(src.runs)), ""]
             for r in src.runs:

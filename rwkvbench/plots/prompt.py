@@ -84,6 +84,9 @@ def _order_panel(ax, rows: pd.DataFrame, task: str, metric: str, models: list[st
         ax.text(-0.02, y, label, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=8.5,
                 fontweight="bold" if family_level else "normal")
     ax.axvline(0, color="#555555", lw=1)
+    lo, hi = ax.get_xlim()
+    pad = 0.05 * (hi - lo)
+    ax.set_xlim(min(lo, -pad), max(hi, pad))  # zero (no difference) always in view
     ax.set_yticks([])
     ax.set_ylim(len(order) - 0.5, -0.5)
     ax.set_xlabel(f"{metric}: question first minus passage first")

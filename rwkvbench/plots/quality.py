@@ -74,7 +74,8 @@ def _panel(ax, rows: pd.DataFrame, task: str, metric: str, variants: list[str]) 
         key = dict(zip(keys, key))
         s = s.sort_values("n_params")
         f = style.family(key["family"])
-        ls = style.LINESTYLES[variants.index(key["variant"]) % len(style.LINESTYLES)] if key["variant"] in variants else "-"
+        shot = variants.index(key["variant"]) if key["variant"] in variants else 0
+        ls = style.LINESTYLES[shot % len(style.LINESTYLES)]
         extra = [str(key[k]) for k in keys[2:]]
         label = ", ".join([f"{f.label}, this run"] + ([str(key["variant"])] if len(variants) > 1 else []) + extra)
         ax.errorbar(s.n_params, s.value, yerr=s.stderr.to_numpy(dtype=float), marker=f.marker, linestyle=ls,

@@ -159,12 +159,12 @@ def si(v: float) -> str:
     return f"{v:.3g}"
 
 
-def plain(v: float) -> str:
-    """0.5, 2, 150, 10,000, 1e-5, 3e16."""
+def plain(v: float, commas_below: float = 1e5) -> str:
+    """0.5, 2, 150, 10,000, 1e-5, 3e16: digits with thousands separators up to `commas_below`."""
     v = float(v)
     if v == 0 or 1e-3 <= abs(v) < 1e4:
         return f"{v:g}"
-    if 1e4 <= abs(v) < 1e5:
+    if 1e4 <= abs(v) < commas_below:
         return f"{v:,.0f}"
     mantissa, exponent = f"{v:.0e}".split("e")
     return f"{mantissa}e{int(exponent)}"
@@ -219,6 +219,8 @@ def log_axis(ax, axis: str, values, unit: str, max_ticks: int = 8) -> None:
         return
     ticks = log_ticks(min(vals), max(vals), unit, max_ticks)
     _, fmt = LOG_UNITS[unit]
+    if unit == "decimal" and ticks[-1] < 1e7:  # one style per axis: 100,000 ms, not 1e5 next to 10,000
+        fmt = lambda v: plain(v, commas_below=1e7)  # noqa: E731
     pad = (ticks[-1] / ticks[0]) ** 0.04 if ticks[-1] > ticks[0] else 1.5
     getattr(ax, f"set_{axis}lim")(ticks[0] / pad, ticks[-1] * pad)
     target = ax.xaxis if axis == "x" else ax.yaxis

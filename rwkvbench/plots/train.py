@@ -121,7 +121,9 @@ def plot_train(df: pd.DataFrame) -> dict:
             size = f" ({style.si(runs.n_params[run])} params)" if pd.notna(runs.n_params[run]) else ""
             labels.append(f"{run}{size}")
         sizes = runs.n_params.dropna()
-        n_text = f"{len(runs)} runs" + (f", {style.si(sizes.min())}–{style.si(sizes.max())} params" if len(sizes) else "")
+        n_text = f"{len(runs)} runs"
+        if len(sizes):
+            n_text += f", {style.si(sizes.min())}–{style.si(sizes.max())} params"
         subtitle, warning = style.setup_line(lr, n_text)
         if has_b and x == "flops":
             subtitle += f"\ndashed: the fitted power law of each family ({DRAWN_FIT})"

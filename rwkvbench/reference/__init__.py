@@ -53,7 +53,7 @@ def _load() -> pd.DataFrame:
     configs = _pythia_configs()
     # Same x position as the paper's row of that model where there is one (the paper gives measured sizes).
     paper_params = paper.dropna(subset=["config"]).groupby("config").n_params.first()
-    evals["config"] = evals.model.map(lambda m: None if m not in configs else configs[m])
+    evals["config"] = evals.model.map(configs.get)
     evals["n_params"] = [paper_params.get(c, _nominal_params(m)) if isinstance(c, str) else _nominal_params(m)
                          for c, m in zip(evals.config, evals.model)]
     evals = evals.assign(citation=evals.source, source=PYTHIA_EVALS)
