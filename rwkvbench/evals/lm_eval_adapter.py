@@ -33,10 +33,15 @@ class SequenceModelLM(TemplateLM):
 
             model = load_model(model or "rwkv4", **load_overrides)
         self.model = model
-        self.batch_size = int(batch_size) if str(batch_size) != "auto" else 16
+        self.batch_size = self.resolve_batch_size(batch_size)
         self.rolling_chunk = int(rolling_chunk)
         self.max_gen_toks = int(max_gen_toks)
         self.stats = {"tokens_computed": 0, "prefix_tokens_saved": 0}
+
+    @staticmethod
+    def resolve_batch_size(batch_size: int | str) -> int:
+        """"auto" scores 16 requests per batch (prefix reuse batches a question's choices itself)."""
+        return int(batch_size) if str(batch_size) != "auto" else 16
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
