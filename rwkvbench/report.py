@@ -29,10 +29,7 @@ import pandas as pd
 
 from rwkvbench.errors import UserError
 
-RUNS_FILE = "runs.jsonl"
 RESULT_FILES = ("results.parquet", "results.csv")
-NUMERIC = {"n_params": "Int64", "context_len": "Int64", "batch_size": "Int64", "n": "Int64", "step": "Int64",
-           "value": "float64", "stderr": "float64"}
 # Candidate row labels of a pivot table, in display order; a column becomes a label when it varies.
 INDEX = ["task", "variant", "context_len", "batch_size", "step", "metric"]
 ALWAYS = ["task", "metric"]
@@ -66,49 +63,36 @@ class Source:
     runs_note: str = ""
 
 
-def _coerce(df: pd.DataFrame) -> pd.DataFrame:
-    for col, dtype in NUMERIC.items():
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(dtype)
-    return df
-
-
 def read_file(path: Path) -> pd.DataFrame:
-    # Every row as written (merge() drops repeated measurements across files, keeping training steps apart).
-    readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv}
-    if path.suffix not in readers:
+    """One results file in the schema: a Parquet file as the writer reads it (recovered from its CSV if
+    damaged), or a tidy CSV (what results/ publishes)."""
+    from rwkvbench.results import conform, dedupe, read_results
+
+    if path.suffix == ".parquet":
+        return read_results(path)
+    if path.suffix != ".csv":
         raise UserError(f"{path}: expected a results folder, a .parquet or a .csv results file")
     try:
-        df = readers[path.suffix](path)
-    except Exception as e:  # noqa: BLE001  (Arrow, parser and decoding errors all mean: not a results file)
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{path}: not a readable results file ({first}); rerun the run that wrote it, or "
-                        f"leave it out") from None
+        df = pd.read_csv(path, dtype="string")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable CSV results file ({(str(e).splitlines() or [''])[0]})") from None
     for col in ("suite", "metric", "value"):
-        if len(df.columns) and col not in df.columns:
+        if col not in df.columns:
             raise UserError(f"{path}: no column {col!r}; expected tidy results rows (rwkvbench.results)")
-    return _coerce(df)
+    try:
+        return dedupe(conform(df))
+    except ValueError as e:
+        raise UserError(f"{path}: a numeric column holds text ({str(e).splitlines()[0]})") from None
 
 
 def read_runs(folder: Path) -> tuple[list[dict], str]:
-    """The run records beside a results file, and a note when there are none or some lines are unreadable."""
-    path = folder / RUNS_FILE
-    if not path.is_file():
-        return [], f"no {RUNS_FILE} beside this file: configuration and versions were not recorded"
-    runs, bad = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(record, dict):
-            runs.append(record)
-        else:
-            bad += 1
-    return runs, (f"{bad} unreadable line(s) in {path.name} left out" if bad else "")
+    """The run records beside a results file, and a note when there are none."""
+    from rwkvbench.results import RUNS
+    from rwkvbench.results import read_runs as read_run_lines
+
+    if not (folder / RUNS).is_file():
+        return [], f"no {RUNS} beside this file: configuration and versions were not recorded"
+    return read_run_lines(folder / RUNS), ""
 
 
 def find_results(path: Path) -> list[Path]:
@@ -145,15 +129,11 @@ def merge(sources: list[Source]) -> tuple[pd.DataFrame, int]:
     frames = [s.rows for s in sources if len(s.rows)]
     if not frames:
         return pd.DataFrame(columns=["suite", "metric", "value"]), 0
-    df = pd.concat(frames, ignore_index=True)
-    from rwkvbench.results import KEY
+    from rwkvbench.results import dedupe
 
-    key = [c for c in KEY + ["step", "checkpoint", "fingerprint"] if c in df.columns]
-    if "time" in df.columns:
-        df = df.sort_values("time", kind="stable", na_position="first")
-    before = len(df)
-    df = df.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
-    return df, before - len(df)
+    df = pd.concat(frames, ignore_index=True).sort_values("time", kind="stable", na_position="first")
+    merged = dedupe(df)
+    return merged, len(df) - len(merged)
 
 
 # ---- tables -------------------------------------------------------------------------------------------------
