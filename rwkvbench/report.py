@@ -203,9 +203,11 @@ def number(v, metric: str = "") -> str:
         from rwkvbench.plots.style import binary_bytes
 
         return binary_bytes(v)
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:.3e}" if abs(v) < 1e-3 or abs(v) >= 1e12 else f"{v:,.0f}"
-    return f"{v:.4g}"
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e15):
+        return f"{v:.3e}"
+    if abs(v) >= 1e4:
+        return f"{v:,.0f}"
+    return str(int(v)) if v.is_integer() else f"{v:.4g}"
 
 
 def _cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[str]]]:

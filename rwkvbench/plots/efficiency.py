@@ -20,17 +20,11 @@ METRIC_NAMES = {"prefill_peak_bytes": "during prefill", "decode_peak_bytes": "du
 STATUS_METRICS = list(style.STATUS)
 
 
-def _band(rows: pd.DataFrame, metric: str, match: dict) -> pd.DataFrame | None:
-    """The p10 / p90 rows of one series, indexed by context length, or None."""
-    sel = rows
+def _series_rows(rows: pd.DataFrame, match: dict) -> pd.DataFrame:
+    """All rows of one series (every metric), selected by its key columns."""
     for k, v in match.items():
-        sel = sel[sel[k].isna()] if pd.isna(v) else sel[sel[k] == v]
-    lo = sel[sel.metric == f"{metric}_p10"].set_index("context_len").value
-    hi = sel[sel.metric == f"{metric}_p90"].set_index("context_len").value
-    if lo.empty or hi.empty or lo.index.has_duplicates or hi.index.has_duplicates:
-        return None
-    both = pd.concat({"lo": lo, "hi": hi}, axis=1).dropna().sort_index()
-    return both if len(both) else None
+        rows = rows[rows[k].isna()] if pd.isna(v) else rows[rows[k] == v]
+    return rows
 
 
 def _panel(ax, rows, status, colours, metrics, ylabel, unit, drew) -> None:
@@ -50,7 +44,7 @@ def _panel(ax, rows, status, colours, metrics, ylabel, unit, drew) -> None:
             ls = style.LINESTYLES[i % len(style.LINESTYLES)]  # prefill / decode peak on the memory panel
             marker = fam.marker if j == 0 else style.MARKERS[j % len(style.MARKERS)]  # a split series
             label = style.model_label(rows, match["model"]) + "".join(f", {match[k]}" for k in keys[1:])
-            band = _band(rows, metric, match)
+            band = style.percentile_band(_series_rows(rows, match), metric)
             if band is not None:
                 ax.fill_between(band.index.astype(float), band.lo, band.hi, color=colour, alpha=0.2, lw=0)
                 ys += list(band.lo) + list(band.hi)

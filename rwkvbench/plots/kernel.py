@@ -18,14 +18,6 @@ def _colour(model: str, others: list[str]):
     return style.FAMILIES["rwkv"].colour if model == OURS else OTHERS[others.index(model) % len(OTHERS)]
 
 
-def _band(sel: pd.DataFrame, metric: str) -> pd.DataFrame | None:
-    lo = sel[sel.metric == f"{metric}_p10"].set_index("context_len").value
-    hi = sel[sel.metric == f"{metric}_p90"].set_index("context_len").value
-    if lo.empty or hi.empty or lo.index.has_duplicates or hi.index.has_duplicates:
-        return None
-    return pd.concat({"lo": lo, "hi": hi}, axis=1).dropna().sort_index()
-
-
 def _group_panels(ax_time, ax_pct, rows: pd.DataFrame, others: list[str]) -> None:
     xs, ys = list(rows.context_len.astype(float)), []
     for (model, task), sel in rows.groupby(["model", "task"], sort=True):
@@ -35,7 +27,7 @@ def _group_panels(ax_time, ax_pct, rows: pd.DataFrame, others: list[str]) -> Non
         t = sel[sel.metric == "kernel_ms"].sort_values("context_len")
         if t.empty:
             continue
-        band = _band(sel, "kernel_ms")
+        band = style.percentile_band(sel, "kernel_ms")
         if band is not None:
             ax_time.fill_between(band.index.astype(float), band.lo, band.hi, color=colour, alpha=0.2, lw=0)
         ax_time.plot(t.context_len.astype(float), t.value, ls=ls, marker="o", ms=5, color=colour, lw=1.8,

@@ -315,6 +315,16 @@ def proxy(**kw):
     return Line2D([], [], **kw)
 
 
+def percentile_band(rows: pd.DataFrame, metric: str, x: str = "context_len") -> pd.DataFrame | None:
+    """The `<metric>_p10` / `<metric>_p90` rows of one series as columns lo, hi indexed by x, or None."""
+    lo = rows[rows.metric == f"{metric}_p10"].set_index(x).value
+    hi = rows[rows.metric == f"{metric}_p90"].set_index(x).value
+    if lo.empty or hi.empty or lo.index.has_duplicates or hi.index.has_duplicates:
+        return None
+    both = pd.concat({"lo": lo, "hi": hi}, axis=1).dropna().sort_index()
+    return both if len(both) else None
+
+
 # ---- points that could not be measured ---------------------------------------------------------------------
 STATUS = {"oom": dict(marker="X", label="out of memory (no measurement)"),
           "skipped": dict(marker="$\u29B8$", label="skipped (time budget spent)")}
