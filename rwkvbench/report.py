@@ -157,12 +157,33 @@ def pivot_index(rows: pd.DataFrame, columns: str = "model") -> list[str]:
     always = ALWAYS if columns == "model" else ["task", "model"]
     index = [c for c in candidates if c in rows.columns and (c in always or rows[c].nunique(dropna=False) > 1
                                                               or (c in ("variant", "step") and rows[c].notna().any()))]
+    if columns == "model" and "variant" in index and is_model_path(rows, [c for c in index if c != "variant"]):
+        index.remove("variant")
     for extra in DISAMBIGUATE:
         if not rows.duplicated(index + [columns]).any():
             break
         if extra in rows.columns and rows[extra].nunique(dropna=False) > 1:
             index.append(extra)
     return index
+
+
+def is_model_path(rows: pd.DataFrame, index: list[str]) -> bool:
+    """Whether `variant` only names the path each model took (an efficiency point's prefill / decode
+    label): without it no model has two rows in one table row, yet models differ in it. Such variants are
+    listed under the table (`model_variants`) rather than splitting its rows model by model."""
+    keyed = rows.assign(**{c: rows[c].astype(object).where(rows[c].notna(), "-") for c in index})
+    if keyed.duplicated(index + ["model"]).any():
+        return False
+    return bool((keyed.groupby(index, dropna=False).variant.nunique(dropna=False) > 1).any())
+
+
+def model_variants(df: pd.DataFrame, suite: str) -> dict[str, list[str]]:
+    """model -> the variants (paths) it ran in a suite whose table leaves variant out, else {}."""
+    table = pivot(df, suite)
+    rows = _suite_rows(df, suite)
+    if table.empty or "variant" in table.index.names or columns_of(suite) != "model" or rows.variant.isna().all():
+        return {}
+    return {m: sorted(r.variant.dropna().unique()) for m, r in rows.groupby("model", sort=False)}
 
 
 def pivot(df: pd.DataFrame, suite: str) -> pd.DataFrame:
@@ -268,6 +289,13 @@ def _comparison_rows(comp: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _paths_note(df: pd.DataFrame, suite: str) -> str:
+    paths = model_variants(df, suite)
+    if not paths:
+        return ""
+    return "Variant (the path each model ran): " + "; ".join(f"{m}: {', '.join(v)}" for m, v in paths.items())
+
+
 def _run_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
     versions = sorted({k for r in runs for k in (r.get("versions") or {})})
     header = ["run_id", "time", "git_rev", "device_name", "command line"] + versions
@@ -346,6 +374,9 @@ def render_html(rep: Report) -> str:
         rows = [[html.escape(x) for x in lab] + [f"{html.escape(t)} <span class=n>{html.escape(n)}</span>"
                                                  for t, n in row] for lab, row in zip(labels, cells)]
         parts.append(f"<h3>{html.escape(SUITE_TITLES.get(suite, suite))}</h3>" + _html_table(header, rows, "pivot"))
+        paths = _paths_note(rep.df, suite)
+        if paths:
+            parts.append(f"<p class=meta>{html.escape(paths)}</p>")
     parts.append('<h2 id="runs">Runs and versions</h2>')
     for src in rep.sources:
         parts.append(f"<h3><code>{html.escape(str(src.path))}</code></h3><p>{len(src.rows):,} rows"
@@ -381,6 +412,9 @@ def render_markdown(rep: Report, figure_dir: str = "figures") -> str:
         header, labels, cells = _cells(table)
         rows = [lab + [f"{t} ({n})" if n else t for t, n in row] for lab, row in zip(labels, cells)]
         out += [f"### {SUITE_TITLES.get(suite, suite)}", "", _md_table(header, rows), ""]
+        paths = _paths_note(rep.df, suite)
+        if paths:
+            out += [paths, ""]
     out += ["## Runs and versions", ""]
     for src in rep.sources:
         note = f"; {src.runs_note}" if src.runs_note else ""

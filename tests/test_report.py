@@ -71,6 +71,23 @@ def test_variants_and_dtypes_are_never_averaged():
     assert table.xs("value", axis=1, level=1).notna().sum().sum() == len(both)
 
 
+def test_a_variant_that_names_each_models_path_is_listed_not_split():
+    eff = fx.efficiency_rows()
+    eff["variant"] = eff.model.map({"rwkv4_1b5": "prefill=compiled;decode=fused",
+                                    "pythia_1b4": "prefill=sdpa;decode=static_cache"})
+    table = report.pivot(eff, "efficiency")
+    assert "variant" not in table.index.names
+    both = table.xs((1, "prefill_ms"), level=("batch_size", "metric"))
+    assert both[("rwkv4_1b5", "value")].notna().all() and both[("pythia_1b4", "value")].notna().any()
+    assert report.model_variants(eff, "efficiency") == {"rwkv4_1b5": ["prefill=compiled;decode=fused"],
+                                                        "pythia_1b4": ["prefill=sdpa;decode=static_cache"]}
+    expected = expected_cells(eff, "efficiency", table)
+    assert len(expected) == table.xs("value", axis=1, level=1).notna().sum().sum()
+    # two variants of one model at one point are two rows again
+    again = pd.concat([eff, eff[eff.model == "rwkv4_1b5"].assign(variant="prefill=eager;decode=compiled")])
+    assert "variant" in report.pivot(again, "efficiency").index.names
+
+
 def test_merge_keeps_the_newest_of_a_repeated_measurement(tmp_path):
     old = fx.quality_rows()
     new = old.assign(time="2026-11-24T10:00:00+00:00", value=old.value + 0.01)
