@@ -293,7 +293,7 @@ def _paths_note(df: pd.DataFrame, suite: str) -> str:
     paths = model_variants(df, suite)
     if not paths:
         return ""
-    return "Variant (the path each model ran): " + "; ".join(f"{m}: {', '.join(v)}" for m, v in paths.items())
+    return "Variant (the path each model ran): " + "  ·  ".join(f"{m}: {', '.join(v)}" for m, v in paths.items())
 
 
 def _run_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
