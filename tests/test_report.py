@@ -184,3 +184,27 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
     assert body, done.stdout[:500]
     attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
     assert attrs == {"images": "3", "broken": "0"}, (attrs, done.stderr[-2000:])
+
+
+def test_published_readme_headline_names_the_gpu(tmp_path):
+    """benchmarks/publish_readme.py: the README's headline block from what results/ holds."""
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("publish_readme", repo / "benchmarks" / "publish_readme.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    (tmp_path / "README.md").write_text((repo / "results" / "README.md").read_text())
+    publish.main(str(tmp_path))
+    assert "nothing published yet" in (tmp_path / "README.md").read_text()
+    folder = tmp_path / "efficiency_1b5"
+    folder.mkdir()
+    fx.efficiency_rows().to_csv(folder / "results.csv", index=False)
+    (folder / "efficiency.png").write_bytes(b"\x89PNG")
+    publish.main(str(tmp_path))
+    text = (tmp_path / "README.md").read_text()
+    assert "![Prefill, decode per token" in text and "(efficiency_1b5/efficiency.png)" in text
+    assert "Measured on NVIDIA H200; float16; random weights." in text
+    assert "| rwkv4_1b5 |" in text and "| 256K |" in text  # Pythia's first out-of-memory context
+    assert text.count(publish.START) == 1 and "## Files" in text  # only the block changed
