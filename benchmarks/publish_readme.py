@@ -1,0 +1,92 @@
+"""Rewrite the headline block of results/README.md from what is published there: each folder's headline
+figure, captioned with the GPU, dtype and weights its rows name, and the efficiency numbers at a glance.
+
+    python benchmarks/publish_readme.py results
+
+Only the text between the two headline markers changes; a folder that is not published yet is left out.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from rwkvbench.plots.style import binary_bytes, tokens, weights
+from rwkvbench.report import read_file
+
+START, END = "<!-- headline:start -->", "<!-- headline:end -->"
+# folder, figure, what it shows
+HEADLINES = [
+    ("efficiency_1b5", "efficiency.png", "Prefill, decode per token, peak memory and state versus context: RWKV-4 "
+                                         "against Pythia, both at the 1.5B shape"),
+    ("kernel", "kernel.png", "Our WKV kernel against the rwkv package's, and the memory-traffic floor"),
+    ("recall", "recall_passkey.png", "Passkey retrieval as the context grows"),
+    ("prompt", "prompt.png", "Accuracy spread across prompt templates"),
+    ("ladder", "train.png", "Loss versus compute of the trained ladder, with the fitted power laws"),
+]
+
+
+def setup(df: pd.DataFrame) -> str:
+    gpu = sorted(df.device_name.dropna().unique()) if "device_name" in df.columns else []
+    gpu = gpu or sorted(df.device.dropna().unique())
+    dtypes = sorted(df.dtype.dropna().unique()) if "dtype" in df.columns else []
+    w = weights(df)
+    parts = [", ".join(gpu) or "device not recorded"] + ([", ".join(dtypes)] if dtypes else [])
+    if w != "unknown":
+        parts.append(f"{w} weights")
+    return "; ".join(parts)
+
+
+def efficiency_glance(df: pd.DataFrame) -> list[str]:
+    """Per model at batch 1: prefill and decode at 16K and at the longest context measured, peak memory
+    there, and the first context that ran out of memory."""
+    b1 = df[(df.suite == "efficiency") & (df.batch_size == 1)]
+    if b1.empty:
+        return []
+    lines = ["| model | prefill 16K | decode / token at 16K | longest context | prefill there | "
+             "decode there | peak memory there | first OOM |", "|---|---|---|---|---|---|---|---|"]
+    for model, m in b1.groupby("model", sort=False):
+        def at(metric, ctx, m=m):
+            v = m[(m.metric == metric) & (m.context_len == ctx)].value
+            return float(v.iloc[0]) if len(v) else None
+
+        measured = m[m.metric == "prefill_ms"].context_len.dropna()
+        longest = int(measured.max()) if len(measured) else None
+        oom = m[m.metric == "oom"].context_len.dropna()
+        ms = lambda v: "" if v is None else (f"{v / 1e3:.2f} s" if v >= 1e3 else f"{v:.3g} ms")  # noqa: E731
+        peak = at("prefill_peak_bytes", longest) if longest else None
+        lines.append(f"| {model} | {ms(at('prefill_ms', 16384))} | {ms(at('decode_ms_per_token', 16384))} | "
+                     f"{tokens(longest) if longest else ''} | {ms(at('prefill_ms', longest))} | "
+                     f"{ms(at('decode_ms_per_token', longest))} | {binary_bytes(peak) if peak else ''} | "
+                     f"{tokens(oom.min()) if len(oom) else 'none'} |")
+    return lines
+
+
+def headline(results: Path) -> list[str]:
+    out = []
+    for folder, figure, what in HEADLINES:
+        csv, png = results / folder / "results.csv", results / folder / figure
+        if not (csv.is_file() and png.is_file()):
+            continue
+        df = read_file(csv)
+        out += [f"![{what}]({folder}/{figure})", "", f"*{what}. Measured on {setup(df)}.*", ""]
+        if folder == "efficiency_1b5":
+            out += efficiency_glance(df) + [""]
+    return out or ["(nothing published yet: run `benchmarks/publish_results.sh` on a GPU)", ""]
+
+
+def main(results: str) -> None:
+    readme = Path(results) / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"{readme}: no {START} ... {END} block to rewrite")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + START + "\n" + "\n".join(headline(Path(results))) + END + tail)
+    print(f"[publish] headline block of {readme} rewritten")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "results")
