@@ -35,10 +35,11 @@ def summary(df: pd.DataFrame) -> str:
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> ResultsWriter:
-    from rwkvbench.kernels.dispatch import KERNEL_ENV, kernel_choice
+    from rwkvbench.kernels.dispatch import KERNEL_ENV
+    from rwkvbench.validate import validate_run
 
+    validate_run(cfg)  # every mistake found here, before any model loads
     os.environ[KERNEL_ENV] = cfg.get("wkv_kernel") or "auto"
-    kernel_choice()  # a bad value fails here, before any model loads
     writer = ResultsWriter(out_dir)
     for mcfg in model_configs(cfg):
         model = load_model(mcfg)

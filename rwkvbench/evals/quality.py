@@ -8,13 +8,24 @@ import math
 from omegaconf import OmegaConf
 
 from rwkvbench.evals import register
-from rwkvbench.evals.lm_eval_tasks import resolve_task
+from rwkvbench.evals.lm_eval_tasks import partition_tasks
 
 
-def _task_configs(task) -> dict[str, object]:
+def _task_configs(task) -> tuple[dict[str, object], dict[str, str]]:
+    """(runnable {name: lm-eval config}, skipped {name: why}); see partition_tasks."""
     files = OmegaConf.to_container(task.get("data_files") or {}) if task.get("data_files") else {}
     layouts = OmegaConf.to_container(task.get("layouts") or {}) if task.get("layouts") else {}
-    return {name: resolve_task(name, task.get("data_dir"), files, layouts.get(name)) for name in task.tasks}
+    return partition_tasks(task.tasks, task.get("data_dir"), files, layouts)
+
+
+def skipped_rows(reason: str) -> list[dict]:
+    """A task that could not run here is a row too (metric `skipped`, the reason in `note`)."""
+    from rwkvbench.results import COLUMNS
+
+    row = {"metric": "skipped", "value": 1.0}
+    if "note" in COLUMNS:  # the note column arrives with issue 12's results schema
+        row["note"] = reason
+    return [row]
 
 
 def rows_from_results(results: dict, name: str) -> list[dict]:
@@ -33,29 +44,30 @@ def rows_from_results(results: dict, name: str) -> list[dict]:
 
 @register("lm_eval")
 def run(model, task, writer) -> None:
-    import logging
-
     import lm_eval
-
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    from rwkvbench.evals.lm_eval_adapter import SequenceModelLM
-
     from lm_eval.tasks import TaskManager
 
-    configs = _task_configs(task)  # all data checked before anything runs
+    from rwkvbench.evals.lm_eval_adapter import SequenceModelLM, quiet_lm_eval
+    from rwkvbench.evals.lm_eval_output import lm_eval_files, save_files
+
+    quiet_lm_eval()
+    configs, skipped = _task_configs(task)  # all data checked before anything runs
     # Indexing lm-eval's own task tree takes seconds: only when a task comes from it, and once.
     manager = TaskManager(include_defaults=any(isinstance(c, str) for c in configs.values()))
     lm = SequenceModelLM(model, batch_size=task.get("batch_size") or 16)
     shots = int(task.get("num_fewshot") or 0)
     variant = f"{shots}-shot"
+    for name, reason in skipped.items():
+        writer.append(skipped_rows(reason), **model.describe(), suite="quality", task=name, variant=variant)
     for name, config in configs.items():
-        if writer.has(model=model.name, suite="quality", task=name, variant=variant):
+        if writer.has(model=model.name, suite="quality", task=name, variant=variant, metric="tokens_computed"):
             continue
         before = dict(lm.stats)
         results = lm_eval.simple_evaluate(model=lm, tasks=[config], task_manager=manager, num_fewshot=shots,
                                           limit=task.get("limit"),
                                           bootstrap_iters=int(task.get("bootstrap_iters", 1000)),
-                                          log_samples=False, verbosity="WARNING")
+                                          log_samples=bool(task.get("log_samples")), verbosity="WARNING")
+        save_files(writer.dir, lm_eval_files(results, model.name, name, variant))  # -> UnitResult files
         rows = rows_from_results(results, name)
         saved = lm.stats["prefix_tokens_saved"] - before["prefix_tokens_saved"]
         computed = lm.stats["tokens_computed"] - before["tokens_computed"]

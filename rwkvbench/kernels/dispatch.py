@@ -2,7 +2,7 @@
 
 `wkv4` and `norm_shift` are the entry points the model uses: CUDA tensors go to our kernels (csrc/),
 everything else (float64, which is for references, and single steps) to the plain PyTorch code. RWKVBENCH_WKV=cuda|reference forces one
-path ("cuda" raises if the kernel cannot be built); the default is auto.
+path ("cuda" raises if the kernel cannot run: no CUDA tensor, or no build); the default is auto.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def kernel_choice() -> str:
 
 def use_cuda_kernel(k: torch.Tensor) -> bool:
     choice = kernel_choice()
+    if choice == "cuda" and not k.is_cuda:  # forced: never a silent fallback
+        from rwkvbench.errors import ConfigError
+
+        raise ConfigError(f"{KERNEL_ENV}=cuda forces the CUDA kernel, but the model runs on {k.device}; "
+                          f"run it on a CUDA device or use auto/reference")
     if choice == "reference" or not k.is_cuda or k.dtype == torch.float64:
         return False
     from rwkvbench.kernels.cuda_build import load_extension
