@@ -202,14 +202,21 @@ def check_lm_eval_part(part: DictConfig, where: str) -> None:
             f"({', '.join(tasks)}); it is ignored")
     runnable, skipped = partition_tasks(list(tasks), data_dir and str(Path(str(data_dir)).expanduser()), files,
                                         layouts)
+    name = part.get("name") or where
     if not runnable:
         from rwkvbench.evals.task_data import TaskDataError
 
-        raise TaskDataError(f"{part.get('name') or where}: no task can run here: "
-                            + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
+        raise TaskDataError(f"{name}: no task can run here: {_reasons(skipped)}")
     if skipped:
-        say(f"{part.get('name') or where}: skipping {len(skipped)} of {len(tasks)} tasks: "
-            + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
+        say(f"{name}: skipping {len(skipped)} of {len(tasks)} tasks: {_reasons(skipped)}")
+
+
+def _reasons(skipped: dict[str, str]) -> str:
+    """{task: why} as "a, b: why; c: other reason" (tasks that share a reason share the words)."""
+    by_reason: dict[str, list[str]] = {}
+    for task, why in skipped.items():
+        by_reason.setdefault(why, []).append(task)
+    return "; ".join(f"{', '.join(tasks)}: {why}" for why, tasks in by_reason.items())
 
 
 def check_perplexity_part(part: DictConfig, where: str) -> None:

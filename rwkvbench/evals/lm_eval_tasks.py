@@ -158,7 +158,7 @@ def partition_tasks(names, data_dir: str | None = None, data_files: dict | None 
                 skipped[name] = f"no local data at {path}, give +data_files.{name}=FILE"
                 continue
             if path is None and (why := hub_unreachable()):
-                skipped[name] = f"no local data (data_dir= not set) and the dataset hub is unreachable: {why}"
+                skipped[name] = f"the dataset hub is unreachable ({why}) and there is no local data (give data_dir= a folder of <task>.jsonl files)"
                 continue
         runnable[name] = resolve_task(name, data_dir, data_files, layouts.get(name))
     return runnable, skipped
