@@ -172,7 +172,8 @@ def check_kernel(choice, models: list[tuple[DictConfig, object]]) -> None:
             warnings.simplefilter("always")
             built = load_extension()
         if built is None:
-            reason = str(caught[-1].message) if caught else "no reason given"
+            # the build's warning says why (after "..., using the PyTorch reference: "; no fallback here)
+            reason = str(caught[-1].message).split("reference: ", 1)[-1] if caught else "see the build's warning"
             raise ConfigError(f"wkv_kernel=cuda: the CUDA WKV kernel cannot run here ({reason})")
 
 
@@ -221,8 +222,18 @@ def _reasons(skipped: dict[str, str]) -> str:
 
 def check_perplexity_part(part: DictConfig, where: str) -> None:
     text = part.get("text")
-    if text != "package_docs" and not Path(str(text)).expanduser().is_file():
-        raise ConfigError(f"{where}.text={text}: no such file (give a UTF-8 text file or package_docs)")
+    if text != "package_docs":
+        path = Path(str(text)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{where}.text={text}: no such file (give a UTF-8 text file or package_docs)")
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            from rwkvbench.errors import DataError
+
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the text as UTF-8") from None
     check_int(f"{where}.context_len", part.get("context_len"))
     check_int(f"{where}.max_tokens", part.get("max_tokens"))
     check_batch_size(f"{where}.batch_size", part.get("batch_size"), allow_auto=False)

@@ -49,9 +49,10 @@ def fixture_files(folder: Path) -> dict[str, str]:
     rows = [{"query": "Q1", "choices": ["a", "b", "c"], "gold": 0}, {"query": "Q2", "choices": ["a", "b", "c"], "gold": 7}]
     (folder / "bad_gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "ok.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (folder / "latin1.txt").write_bytes("plain line\ncaf\u00e9\n".encode("latin-1"))
     return {"notes": str(folder / "notes.pth"), "unsafe": str(folder / "unsafe.pth"),
             "tok": str(folder / "tokenizer.json"), "bad_gold": str(folder / "bad_gold.jsonl"),
-            "ok": str(folder / "ok.jsonl")}
+            "ok": str(folder / "ok.jsonl"), "latin1": str(folder / "latin1.txt")}
 
 
 def cases(f: dict[str, str]) -> list[Case]:
@@ -105,6 +106,8 @@ def cases(f: dict[str, str]) -> list[Case]:
                                                                                   "+data_files.hellaswag"],
              needs=["eval_data"]),
         Case("perplexity_text_missing", ["task=perplexity", "task.parts.0.text=/nope.txt"], ["/nope.txt"]),
+        Case("perplexity_text_not_utf8", ["task=perplexity", f"task.parts.0.text={f['latin1']}"],
+             ["latin1.txt:2", "not UTF-8"]),
         Case("context_len_zero", ["task=latency", "task.parts.0.context_lens=[0]"], ["context_lens.0=0"]),
     ]
 
@@ -124,7 +127,7 @@ def files(tmp_path_factory):
     return fixture_files(tmp_path_factory.mktemp("bad_input"))
 
 
-TABLE = cases({k: f"<{k}>" for k in ("notes", "unsafe", "tok", "bad_gold", "ok")})  # ids and flags only
+TABLE = cases({k: f"<{k}>" for k in ("notes", "unsafe", "tok", "bad_gold", "ok", "latin1")})  # ids and flags only
 
 
 @pytest.fixture(scope="module")
