@@ -28,6 +28,19 @@ PROG = "rwkvbench"
 _one_line = False  # set by cli(): report user errors as one line (else: Hydra's own reporting)
 
 
+def report(out_dir) -> None:
+    """The summary table and plots of everything in the run folder."""
+    from rwkvbench.plots import save_plots
+    from rwkvbench.results import PARQUET, read_results
+    from rwkvbench.run import summary
+
+    results = read_results(out_dir)
+    print(summary(results))
+    print(f"[rwkvbench] results: {out_dir}/{PARQUET} (and results.csv, runs.jsonl)")
+    for path in save_plots(results, out_dir):
+        print(f"[rwkvbench] plot: {path}")
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
@@ -43,15 +56,16 @@ def main(cfg: DictConfig) -> None:
 
 
 def _run(cfg: DictConfig) -> None:
-    from rwkvbench.plots import save_plots
-    from rwkvbench.run import run, summary
+    from rwkvbench.run import run
 
-    writer = run(cfg, HydraConfig.get().runtime.output_dir)
-    results = writer.read()
-    print(summary(results))
-    print(f"[rwkvbench] results: {writer.path} (and {writer.path.with_suffix('.csv').name})")
-    for path in save_plots(results, writer.dir):
-        print(f"[rwkvbench] plot: {path}")
+    out_dir = HydraConfig.get().runtime.output_dir
+    try:
+        run(cfg, out_dir)
+    except KeyboardInterrupt:  # what finished is on disk: show it, then stop
+        print("\n[rwkvbench] interrupted: results of the finished units follow", file=sys.stderr)
+        report(out_dir)
+        sys.exit(130)
+    report(out_dir)
 
 
 # Lines of Hydra's and OmegaConf's messages that say nothing to someone at the command line.

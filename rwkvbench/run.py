@@ -1,18 +1,21 @@
-"""One run: resolve the models (the chosen one and its matched counterpart), run each task part on each,
-append tidy rows, print a summary. Data flows one way: config -> model -> evaluator -> rows."""
+"""One run: resolve the models (the chosen one and its matched counterpart), run each task part's units
+of work on each, append tidy rows, print a summary. Data flows one way: config -> model -> evaluator ->
+units -> rows."""
 
 from __future__ import annotations
 
 import gc
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from rwkvbench.evals import get_evaluator
+from rwkvbench.evals import get_evaluator, get_summarizer
 from rwkvbench.models.registry import load_model, model_config
-from rwkvbench.results import ResultsWriter
+from rwkvbench.results import ResultsWriter, versions
+from rwkvbench.units import STATUS_METRICS, for_device, run_units
 
 SHARED_OVERRIDES = ("device", "dtype", "init", "tokenizer_path")
 
@@ -26,27 +29,67 @@ def model_configs(cfg: DictConfig) -> list[DictConfig]:
 
 
 def summary(df: pd.DataFrame) -> str:
+    """The measured numbers, a table per task (model per column), and below them any unit that did not
+    run and why. Where each model ran its own single variant of a task (the code path an efficiency
+    sweep records), the variants are listed under the table instead of splitting its rows."""
     if df.empty:
         return "(no results)"
-    keys = ["task", "metric", "context_len", "batch_size", "model"]
-    table = df.drop_duplicates(keys, keep="last").set_index(keys).value.unstack("model").sort_index()
-    with pd.option_context("display.width", 160, "display.max_rows", 200, "display.float_format", "{:.4g}".format):
-        return table.to_string()
+    status = df[df.metric.isin(STATUS_METRICS)]
+    values = df[~df.metric.isin(STATUS_METRICS) & ~df.metric.str.endswith(("_p10", "_p90"))]
+    values = values.assign(variant=values.variant.fillna(""))
+    out = []
+    for task, rows in values.groupby("task", sort=True):
+        per_model = rows.groupby("model").variant.nunique()
+        own_paths = (per_model == 1).all() and rows.variant.nunique() > 1
+        keys = ["metric", "context_len", "batch_size"] + ([] if own_paths else ["variant"])
+        table = rows.drop_duplicates(keys + ["model"], keep="last").set_index(keys + ["model"]).value
+        with pd.option_context("display.width", 200, "display.max_rows", 400, "display.max_colwidth", 60,
+                               "display.float_format", "{:.4g}".format):
+            out.append(f"== {task}\n" + table.unstack("model").sort_index().to_string())
+        if own_paths:
+            out += [f"  {m}: {v}" for m, v in rows.groupby("model").variant.first().items()]
+    if len(status):
+        out.append(f"{len(status)} unit(s) not measured:")
+        for r in status.itertuples():
+            where = ", ".join(f"{k}={getattr(r, k)}" for k in ("task", "context_len", "batch_size")
+                              if not pd.isna(getattr(r, k)))
+            out.append(f"  {r.model} {where}: {r.metric} ({r.note})")
+    return "\n".join(out)
 
 
-def run(cfg: DictConfig, out_dir: str | Path) -> ResultsWriter:
+def record_provenance(writer: ResultsWriter, cfg: DictConfig) -> None:
+    from rwkvbench.models.base import device_name
+    from rwkvbench.models.registry import resolve_device
+
+    writer.record_run(argv=sys.argv, cwd=os.getcwd(), config=OmegaConf.to_container(cfg, resolve=False),
+                      versions=versions(), device_name=device_name(resolve_device(cfg.get("device"))))
+
+
+def run(cfg: DictConfig, out_dir: str | Path, rank: int = 0, world_size: int = 1) -> ResultsWriter:
     from rwkvbench.kernels.dispatch import KERNEL_ENV
     from rwkvbench.validate import validate_run
 
     validate_run(cfg)  # every mistake found here, before any model loads
     os.environ[KERNEL_ENV] = cfg.get("wkv_kernel") or "auto"
     writer = ResultsWriter(out_dir)
+    record_provenance(writer, cfg)
     for mcfg in model_configs(cfg):
         model = load_model(mcfg)
         print(f"[rwkvbench] {model.name}: {model.family}, {model.n_params / 1e6:.2f}M params, "
-              f"{str(model.dtype).removeprefix('torch.')} on {model.device}")
+              f"{str(model.dtype).removeprefix('torch.')} on {model.describe()['device_name']} ({model.checkpoint})")
         for part in cfg.task.parts:
-            get_evaluator(part.evaluator)(model, part, writer)
+            units = get_evaluator(part.evaluator)(model, part)
+            counts = run_units(model, units, writer, max_minutes=for_device(part.get("max_minutes"), model.device),
+                               rank=rank, world_size=world_size, desc=f"{part.name} {model.name}")
+            if counts["reused"]:
+                print(f"[rwkvbench] {model.name} {part.name}: {counts['reused']} unit(s) already measured with the "
+                      f"same settings in {writer.dir}, kept")
         del model
         gc.collect()
+    for part in cfg.task.parts:  # summaries across models, once every model is measured
+        summarize = get_summarizer(part.evaluator)
+        if summarize is not None and rank == 0:
+            rows = summarize(writer.read(), writer.dir, part)
+            if rows:
+                writer.append(rows)
     return writer

@@ -86,15 +86,3 @@ def test_multirun_writes_one_results_file_per_job_and_one_combined_table(tmp_pat
     assert "neox_tiny" in header and "rwkv4_tiny" in header
     assert "prefill_ms" in combined and "state_bytes" in combined
     assert (tmp_path / "sweep" / "efficiency.png").stat().st_size > 10_000
-
-
-def test_sweep_reads_every_job_folder(tmp_path):
-    from rwkvbench.callbacks import read_sweep
-    from rwkvbench.results import ResultsWriter
-
-    for job, model in enumerate(["a", "b"]):
-        ResultsWriter(tmp_path / f"{job}-latency-{model}").append([{"metric": "prefill_ms", "value": 1.0 + job}],
-                                                                  model=model, suite="efficiency", task="latency")
-    df = read_sweep(tmp_path)
-    assert sorted(df.model) == ["a", "b"] and sorted(df.value) == [1.0, 2.0]
-    assert read_sweep(tmp_path / "empty").empty

@@ -151,7 +151,7 @@ def test_rwkv_compiled_prefill_equals_plain_prefill(dtype, tol):
     model.prefill_chunk = 96
     ids = torch.randint(0, 257, (2, 250), device="cuda")
     fast, fast_state = model.prefill(ids)
-    assert model.prefill_config.endswith("+compiled")
+    assert model.prefill_config.endswith("+compiled+eager")  # two full chunks compiled, the rest eager
     model.compile_prefill = False
     ref, ref_state = model.prefill(ids)
     assert rel_err(fast, ref) <= tol

@@ -16,6 +16,7 @@ from rwkvbench.models.rwkv4 import RWKV4Model, build_rwkv4
 from rwkvbench.models.tokenizer import HFTokenizer
 from rwkvbench.models.transformer import HFCausalLM
 from rwkvbench.results import ResultsWriter, read_results
+from rwkvbench.units import run_units
 
 lm_eval = pytest.importorskip("lm_eval")
 EVAL_DATA = SHARED_DATA / "eval"
@@ -242,8 +243,8 @@ def test_users_own_files_become_tasks_from_config_alone(tmp_path, fixture_tasks)
                              "data_dir": None, "limit": None, "num_fewshot": 0, "batch_size": 8,
                              "data_files": {n: str(p) for n, (p, _) in fixture_tasks.items()},
                              "layouts": {n: layout for n, (_, layout) in fixture_tasks.items()}})
-    writer = ResultsWriter(tmp_path / "out")
-    get_evaluator("lm_eval")(load_model("neox_tiny", device="cpu"), part, writer)
+    model = load_model("neox_tiny", device="cpu")
+    run_units(model, get_evaluator("lm_eval")(model, part), ResultsWriter(tmp_path / "out"))
     df = read_results(tmp_path / "out")
     acc = df[df.metric == "acc"].set_index("task")
     assert set(acc.index) == set(fixture_tasks)
@@ -262,7 +263,8 @@ def test_every_real_eval_set_runs_end_to_end(tmp_path):
         pytest.skip(f"{EVAL_DATA} not present")
     part = OmegaConf.create({"evaluator": "lm_eval", "name": "paper", "tasks": list(present), "data_dir": str(EVAL_DATA),
                              "data_files": {}, "layouts": {}, "limit": None, "num_fewshot": 0, "batch_size": 32})
-    get_evaluator("lm_eval")(load_model("neox_tiny", device="cpu"), part, ResultsWriter(tmp_path))
+    model = load_model("neox_tiny", device="cpu")
+    run_units(model, get_evaluator("lm_eval")(model, part), ResultsWriter(tmp_path))
     df = read_results(tmp_path)
     for name, path in present.items():
         rows = df[(df.task == name) & (df.metric == "acc")]

@@ -76,6 +76,7 @@ def test_suite_writes_skipped_rows_and_lm_eval_files(tmp_path):
     from rwkvbench import load_model
     from rwkvbench.evals import get_evaluator
     from rwkvbench.results import ResultsWriter, read_results
+    from rwkvbench.units import run_units
 
     data = tmp_path / "data"
     data.mkdir()
@@ -84,12 +85,14 @@ def test_suite_writes_skipped_rows_and_lm_eval_files(tmp_path):
     part = OmegaConf.create({"evaluator": "lm_eval", "name": "suite", "tasks": ["copa", "hellaswag"],
                              "data_dir": str(data), "data_files": {}, "layouts": {}, "limit": None,
                              "num_fewshot": 0, "batch_size": 4, "log_samples": True})
-    writer = ResultsWriter(tmp_path / "out")
-    get_evaluator("lm_eval")(load_model("rwkv4_tiny", device="cpu"), part, writer)
+    model = load_model("rwkv4_tiny", device="cpu")
+    run_units(model, get_evaluator("lm_eval")(model, part), ResultsWriter(tmp_path / "out"))
     df = read_results(tmp_path / "out")
-    assert df[df.task == "hellaswag"].metric.tolist() == ["skipped"]
+    skipped = df[df.task == "hellaswag"]
+    assert skipped.metric.tolist() == ["skipped"] and "no local data at" in skipped.note.item()
     assert df[(df.task == "copa") & (df.metric == "acc")].n.tolist() == [4]
-    result = json.loads((tmp_path / "out" / "lm_eval" / "results_rwkv4_tiny_copa_0-shot.json").read_text())
+    out = tmp_path / "out" / "lm_eval" / "rwkv4_tiny"
+    result = json.loads((out / "results_copa_0-shot.json").read_text())
     assert result["results"]["copa"]["acc,none"] == df[(df.task == "copa") & (df.metric == "acc")].value.item()
-    samples = (tmp_path / "out" / "lm_eval" / "samples_rwkv4_tiny_copa_0-shot.jsonl").read_text().splitlines()
+    samples = (out / "samples_copa_0-shot.jsonl").read_text().splitlines()
     assert len(samples) == 4 and {"doc", "resps", "acc"} <= set(json.loads(samples[0]))

@@ -1,11 +1,16 @@
-"""Evaluators: each takes a SequenceModel, its task config and the results writer, and appends tidy rows
-per finished unit of work. They never branch on model family."""
+"""Evaluators: each takes a SequenceModel and its task config and describes units of work
+(rwkvbench/units.py); they never write files and never branch on model family.
+
+A suite may also register a summarizer: after every model of a run has been measured, it reads the run's
+rows (and the side files its units saved) and returns summary rows across templates, models or families
+(e.g. the spread of accuracy across prompt templates, RWKV against the Transformer)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 EVALUATORS: dict[str, Callable] = {}
+SUMMARIZERS: dict[str, Callable] = {}
 
 
 def register(name: str):
@@ -16,11 +21,27 @@ def register(name: str):
     return deco
 
 
+def register_summary(name: str):
+    """summarizer(results: DataFrame, out_dir: Path, task_cfg) -> list of complete rows (each with its
+    own model / family / suite / task columns)."""
+
+    def deco(fn):
+        SUMMARIZERS[name] = fn
+        return fn
+
+    return deco
+
+
 def get_evaluator(name: str) -> Callable:
     _import_all()
     if name not in EVALUATORS:
         raise ValueError(f"unknown evaluator {name!r}; valid: {', '.join(sorted(EVALUATORS))}")
     return EVALUATORS[name]
+
+
+def get_summarizer(name: str) -> Callable | None:
+    _import_all()
+    return SUMMARIZERS.get(name)
 
 
 def _import_all():

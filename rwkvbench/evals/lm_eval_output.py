@@ -8,10 +8,7 @@ They are side files beside results.parquet, built as text here; the runner write
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
-from pathlib import Path
 
 
 def _json(obj, **kwargs) -> str:
@@ -47,23 +44,11 @@ def _safe(name: str) -> str:
 
 
 def lm_eval_files(results: dict, model: str, task: str, variant: str) -> dict[str, str]:
-    """{file name: text} for one task on one model: the results JSON, and the samples when logged."""
-    stem = f"{_safe(model)}_{_safe(task)}_{_safe(variant)}"
-    files = {f"lm_eval/results_{stem}.json": results_json(results)}
+    """{file name: text} for one task on one model, named as lm-eval names them under its output folder
+    (model/results_*.json, model/samples_<task>_*.jsonl): the results JSON, and the samples when logged."""
+    folder, stem = f"lm_eval/{_safe(model)}", f"{_safe(task)}_{_safe(variant)}"
+    files = {f"{folder}/results_{stem}.json": results_json(results)}
     samples = (results.get("samples") or {}).get(task)
     if samples is not None:
-        files[f"lm_eval/samples_{stem}.jsonl"] = samples_jsonl(samples)
+        files[f"{folder}/samples_{stem}.jsonl"] = samples_jsonl(samples)
     return files
-
-
-def save_files(out_dir, files: dict[str, str]) -> list[Path]:
-    """Write side files atomically (temp file + rename). Interim: the runner does this once units land."""
-    written = []
-    for name, text in files.items():
-        path = Path(out_dir) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written.append(path)
-    return written

@@ -7,6 +7,7 @@ across tokenizers.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rwkvbench.evals import register
+from rwkvbench.units import Unit
 
 
 def package_docs() -> str:
@@ -61,13 +63,7 @@ def window_nll(model, batch: list[list[int]]) -> torch.Tensor:
     return -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
 
 
-@register("perplexity")
-def run(model, task, writer) -> None:
-    common = {**model.describe(), "suite": "perplexity", "task": task.name, "variant": str(task.text),
-              "context_len": task.context_len, "batch_size": task.batch_size}
-    if writer.has(model=model.name, suite="perplexity", task=task.name, context_len=task.context_len):
-        return
-    text = load_text(task.text)
+def measure(model, task, text: str) -> list[dict]:
     ids = [model.tokenizer.eos_token_id] + model.tokenizer.encode(text)
     ids = ids[: task.max_tokens + 1]
     scored_bytes = len(model.tokenizer.decode(ids[1:]).encode("utf-8"))
@@ -84,9 +80,18 @@ def run(model, task, writer) -> None:
                 bar.update(len(chunk))
     nll = torch.cat(nll)
     n = nll.numel()
-    mean, se = nll.mean().item(), (nll.std().item() / math.sqrt(n) if n > 1 else float("nan"))
-    writer.append([
+    mean, se = nll.mean().item(), (nll.std().item() / math.sqrt(n) if n > 1 else None)
+    return [
         {"metric": "nll_per_token", "value": mean, "stderr": se, "n": n},
-        {"metric": "perplexity", "value": math.exp(mean), "stderr": math.exp(mean) * se, "n": n},
+        {"metric": "perplexity", "value": math.exp(mean), "stderr": None if se is None else math.exp(mean) * se, "n": n},
         {"metric": "bits_per_byte", "value": nll.sum().item() / math.log(2) / scored_bytes, "n": scored_bytes},
-    ], **common)
+    ]
+
+
+@register("perplexity")
+def units(model, task) -> list[Unit]:
+    text = load_text(task.text)
+    params = {"text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "max_tokens": task.max_tokens}
+    key = {"suite": "perplexity", "task": task.name, "variant": str(task.text), "context_len": task.context_len,
+           "batch_size": task.batch_size}
+    return [Unit(key=key, params=params, measure=lambda budget: measure(model, task, text), label=str(task.text))]

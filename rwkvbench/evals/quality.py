@@ -1,14 +1,18 @@
-"""Quality: lm-eval zero-shot (or few-shot) tasks through the SequenceModel adapter; one tidy row per
-task metric, with lm-eval's stderr and document count, plus the adapter's prefix-reuse saving."""
+"""Quality: lm-eval zero-shot (or few-shot) tasks through the SequenceModel adapter. One unit of work per
+task: one tidy row per task metric, with lm-eval's stderr and document count, plus the adapter's
+prefix-reuse saving, and lm-eval's own results JSON (and per-sample log with log_samples) saved beside the
+Parquet. A task without data here is a `skipped` unit whose note says why."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from omegaconf import OmegaConf
 
 from rwkvbench.evals import register
 from rwkvbench.evals.lm_eval_tasks import partition_tasks
+from rwkvbench.units import SkipUnit, Unit, UnitResult
 
 
 def _task_configs(task) -> tuple[dict[str, object], dict[str, str]]:
@@ -18,14 +22,33 @@ def _task_configs(task) -> tuple[dict[str, object], dict[str, str]]:
     return partition_tasks(task.tasks, task.get("data_dir"), files, layouts)
 
 
-def skipped_rows(reason: str) -> list[dict]:
-    """A task that could not run here is a row too (metric `skipped`, the reason in `note`)."""
-    from rwkvbench.results import COLUMNS
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
-    row = {"metric": "skipped", "value": 1.0}
-    if "note" in COLUMNS:  # the note column arrives with issue 12's results schema
-        row["note"] = reason
-    return [row]
+
+def config_identity(config) -> object:
+    """What in an lm-eval task config decides the text scored, JSON-able and stable across processes:
+    functions by qualified name (not by address), everything else as it is. Data files are hashed apart."""
+    if isinstance(config, str):
+        return config
+    if isinstance(config, dict):
+        return {k: config_identity(v) for k, v in sorted(config.items())}
+    if isinstance(config, (list, tuple)):
+        return [config_identity(v) for v in config]
+    if callable(config):
+        return f"{getattr(config, '__module__', '')}.{getattr(config, '__qualname__', repr(config))}"
+    return config
+
+
+def _data_hashes(config) -> dict:
+    if not isinstance(config, dict):
+        return {}
+    files = (config.get("dataset_kwargs") or {}).get("data_files") or {}
+    return {split: file_sha256(path) for split, path in files.items()}
 
 
 def rows_from_results(results: dict, name: str) -> list[dict]:
@@ -42,36 +65,72 @@ def rows_from_results(results: dict, name: str) -> list[dict]:
     return rows
 
 
-@register("lm_eval")
-def run(model, task, writer) -> None:
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+class _Session:
+    """lm-eval's task index and our adapter, made once per model on the first unit that needs them."""
 
-    from rwkvbench.evals.lm_eval_adapter import SequenceModelLM, quiet_lm_eval
-    from rwkvbench.evals.lm_eval_output import lm_eval_files, save_files
+    def __init__(self, model, task, configs):
+        self.model, self.task, self.configs = model, task, configs
+        self._lm = self._manager = None
+
+    def get_batch_size(self) -> int:
+        from rwkvbench.evals.lm_eval_adapter import SequenceModelLM
+
+        return SequenceModelLM.resolve_batch_size(self.task.get("batch_size") or 16)
+
+    def get(self):
+        if self._lm is None:
+            from lm_eval.tasks import TaskManager
+
+            from rwkvbench.evals.lm_eval_adapter import SequenceModelLM
+
+            # Indexing lm-eval's own task tree takes seconds: only when a task comes from it.
+            self._manager = TaskManager(include_defaults=any(isinstance(c, str) for c in self.configs.values()))
+            self._lm = SequenceModelLM(self.model, batch_size=self.task.get("batch_size") or 16)
+        return self._lm, self._manager
+
+
+def measure(session: _Session, name: str, config, shots: int) -> UnitResult:
+    import lm_eval
+
+    from rwkvbench.evals.lm_eval_output import lm_eval_files
+
+    lm, manager = session.get()
+    task = session.task
+    before = dict(lm.stats)
+    results = lm_eval.simple_evaluate(model=lm, tasks=[config], task_manager=manager, num_fewshot=shots,
+                                      limit=task.get("limit"), bootstrap_iters=int(task.get("bootstrap_iters", 1000)),
+                                      log_samples=bool(task.get("log_samples")), verbosity="WARNING")
+    rows = rows_from_results(results, name)
+    rows += [{"metric": "tokens_computed", "value": lm.stats["tokens_computed"] - before["tokens_computed"], "n": 1},
+             {"metric": "prefix_tokens_saved", "value": lm.stats["prefix_tokens_saved"] - before["prefix_tokens_saved"],
+              "n": 1}]
+    return UnitResult(rows, files=lm_eval_files(results, session.model.name, name, f"{shots}-shot"))
+
+
+def skip(reason: str):
+    def measure(budget):
+        raise SkipUnit(reason)
+
+    return measure
+
+
+@register("lm_eval")
+def units(model, task) -> list[Unit]:
+    from rwkvbench.evals.lm_eval_adapter import quiet_lm_eval
 
     quiet_lm_eval()
     configs, skipped = _task_configs(task)  # all data checked before anything runs
-    # Indexing lm-eval's own task tree takes seconds: only when a task comes from it, and once.
-    manager = TaskManager(include_defaults=any(isinstance(c, str) for c in configs.values()))
-    lm = SequenceModelLM(model, batch_size=task.get("batch_size") or 16)
+    session = _Session(model, task, configs)
     shots = int(task.get("num_fewshot") or 0)
-    variant = f"{shots}-shot"
-    for name, reason in skipped.items():
-        writer.append(skipped_rows(reason), **model.describe(), suite="quality", task=name, variant=variant)
+    batch = session.get_batch_size()
+    # a task without data here: a `skipped` row that says why (it runs once its data is there)
+    out = [Unit(key={"suite": "quality", "task": name, "variant": f"{shots}-shot", "batch_size": batch},
+                params={"skipped": reason}, label=name, measure=skip(reason)) for name, reason in skipped.items()]
     for name, config in configs.items():
-        if writer.has(model=model.name, suite="quality", task=name, variant=variant, metric="tokens_computed"):
-            continue
-        before = dict(lm.stats)
-        results = lm_eval.simple_evaluate(model=lm, tasks=[config], task_manager=manager, num_fewshot=shots,
-                                          limit=task.get("limit"),
-                                          bootstrap_iters=int(task.get("bootstrap_iters", 1000)),
-                                          log_samples=bool(task.get("log_samples")), verbosity="WARNING")
-        save_files(writer.dir, lm_eval_files(results, model.name, name, variant))  # -> UnitResult files
-        rows = rows_from_results(results, name)
-        saved = lm.stats["prefix_tokens_saved"] - before["prefix_tokens_saved"]
-        computed = lm.stats["tokens_computed"] - before["tokens_computed"]
-        rows += [{"metric": "tokens_computed", "value": computed, "n": 1},
-                 {"metric": "prefix_tokens_saved", "value": saved, "n": 1}]
-        writer.append(rows, **model.describe(), suite="quality", task=name, variant=variant,
-                      batch_size=lm.batch_size)
+        params = {"limit": task.get("limit"), "num_fewshot": shots, "bootstrap_iters": task.get("bootstrap_iters", 1000),
+                  "config": config_identity(config), "data": _data_hashes(config),
+                  **({"log_samples": True} if task.get("log_samples") else {})}
+        out.append(Unit(key={"suite": "quality", "task": name, "variant": f"{shots}-shot", "batch_size": batch},
+                        params=params, label=name,
+                        measure=lambda budget, name=name, config=config: measure(session, name, config, shots)))
+    return out

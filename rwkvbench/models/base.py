@@ -21,6 +21,8 @@ class SequenceModel(ABC):
     name: str
     family: str  # "rwkv" | "transformer"
     tokenizer: Tokenizer
+    # What the weights are: "PATH#HASH", "hub:REPO@REVISION" or "random:seed=N" (set by load_model).
+    checkpoint: str = "unknown"
 
     @abstractmethod
     def prefill(self, ids: torch.Tensor, state: Any = None, *, logits: LogitsMode = "all"):
@@ -63,7 +65,8 @@ class SequenceModel(ABC):
 
     def prepare_decode(self, state: Any, max_new_tokens: int) -> Any:
         """The state in the form this model decodes fastest from, for up to max_new_tokens steps (a
-        static cache, graph-captured buffers, ...). Same values; default: unchanged."""
+        static cache, graph-captured buffers, ...). Same values; default: unchanged. Like prefill and
+        step, it consumes the state it is given (keep a copy_state to reuse it)."""
         return state
 
     @property
@@ -94,12 +97,23 @@ class SequenceModel(ABC):
             "n_params": self.n_params,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device.type,
+            "device_name": device_name(self.device),
+            "checkpoint": self.checkpoint,
         }
 
     def as_ids(self, ids) -> torch.Tensor:
         """Token ids (list, list of lists or tensor) as a (B, T) long tensor on the model's device."""
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         return t.unsqueeze(0) if t.dim() == 1 else t
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name (e.g. "NVIDIA H200") or the CPU's model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from rwkvbench.results import cpu_name
+
+    return cpu_name()
 
 
 def count_params(module: torch.nn.Module) -> int:

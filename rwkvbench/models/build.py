@@ -14,12 +14,17 @@ def build_rwkv4_model(cfg: DictConfig, tokenizer, dtype, device) -> RWKV4Model:
     if cfg.init == "random":
         shape = ckpt.RWKV4Shape(**OmegaConf.to_container(cfg.arch))
         sd = ckpt.random_rwkv4(shape, seed=cfg.seed)
+        identity = f"random:seed={cfg.seed}"
     elif cfg.init == "pretrained":
         src = cfg.get("source") or {}
-        sd, shape = ckpt.read_rwkv4(ckpt.resolve_rwkv4(cfg.get("path"), src.get("hub_repo"), src.get("hub_file")))
+        path = ckpt.resolve_rwkv4(cfg.get("path"), src.get("hub_repo"), src.get("hub_file"))
+        sd, shape = ckpt.read_rwkv4(path)
+        identity = ckpt.checkpoint_id(path)
     else:
         raise ValueError(f"model {cfg.name!r}: init must be 'pretrained' or 'random', got {cfg.init!r}")
-    return RWKV4Model(build_rwkv4(sd, shape, dtype, device), tokenizer, name=cfg.name)
+    model = RWKV4Model(build_rwkv4(sd, shape, dtype, device), tokenizer, name=cfg.name)
+    model.checkpoint = identity
+    return model
 
 
 def build_hf_model(cfg: DictConfig, tokenizer, dtype, device) -> HFCausalLM:
@@ -30,11 +35,17 @@ def build_hf_model(cfg: DictConfig, tokenizer, dtype, device) -> HFCausalLM:
         hf_cfg = AutoConfig.for_model(arch.pop("model_type"), **arch)
         torch.manual_seed(cfg.seed)
         model = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype, attn_implementation="sdpa")
+        identity = f"random:seed={cfg.seed}"
     elif cfg.init == "pretrained":
         where = cfg.get("path") or cfg.get("hub_id")
         if not where:
             raise ValueError(f"model {cfg.name!r}: give path= (a local folder) or hub_id=")
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, attn_implementation="sdpa")
+        ckpt.check_finite(model.named_parameters(), where)
+        identity = (ckpt.checkpoint_id(where) if cfg.get("path")
+                    else f"hub:{where}@{getattr(model.config, '_commit_hash', None) or 'unknown'}")
     else:
         raise ValueError(f"model {cfg.name!r}: init must be 'pretrained' or 'random', got {cfg.init!r}")
-    return HFCausalLM(model.to(device), tokenizer, name=cfg.name)
+    wrapped = HFCausalLM(model.to(device), tokenizer, name=cfg.name)
+    wrapped.checkpoint = identity
+    return wrapped

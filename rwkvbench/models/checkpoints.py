@@ -7,6 +7,7 @@ inferred from the weights, and a bad file ends in one `CheckpointError` line nam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -132,6 +133,41 @@ def validate(sd: dict, path) -> RWKV4Shape:
     return shape
 
 
+def check_finite(tensors, path) -> None:
+    """Every weight finite: a NaN or inf would otherwise flow silently into every number of a run."""
+    for key, t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{path}: tensor '{key}' has {bad} non-finite values (NaN or inf) of {t.numel()}; "
+                                  f"the checkpoint is damaged")
+
+
+# ---- identity -----------------------------------------------------------------------------------------
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def content_hash(path, samples: int = 16, sample_bytes: int = 1 << 16) -> str:
+    """A short content hash of a checkpoint file or folder (its weight files): per file, its size and
+    `samples` evenly spaced blocks. Reading a whole multi-GB file would cost seconds to minutes per run;
+    any retraining, conversion or truncation changes these blocks."""
+    path = Path(path)
+    files = sorted(f for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for f in files:
+        size = f.stat().st_size
+        digest.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            for i in range(samples):
+                fh.seek(max(0, (size - sample_bytes) * i // max(samples - 1, 1)))
+                digest.update(fh.read(sample_bytes))
+    return digest.hexdigest()[:12]
+
+
+def checkpoint_id(path) -> str:
+    """How results name a local checkpoint: its path and content hash."""
+    return f"{Path(path).expanduser().resolve()}#{content_hash(path)}"
+
+
 # ---- reading files ------------------------------------------------------------------------------------
 def _show(head: bytes) -> str:
     """The first bytes of a file as a reader would describe them: text if they decode, else hex."""
@@ -233,7 +269,9 @@ def read_rwkv4(path) -> tuple[dict, RWKV4Shape]:
     sd = _read_hf_dir(path) if path.is_dir() else _read_tensor_file(path)
     if any(k.startswith("rwkv.") for k in sd):
         sd = hf_to_blinkdl(sd)
-    return sd, validate(sd, path)
+    shape = validate(sd, path)
+    check_finite(sd.items(), path)
+    return sd, shape
 
 
 def resolve_rwkv4(path: str | None, hub_repo: str | None, hub_file: str | None, download: bool = True) -> Path | None:

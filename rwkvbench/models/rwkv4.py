@@ -217,6 +217,7 @@ class RWKV4Model(SequenceModel):
         self.compile_prefill = compile_prefill
         self._compiled_step = None
         self._decoder = None
+        self._prefill_paths: set[str] = set()  # how the last prefill's chunks ran (see prefill_config)
 
     def _block_step(self, ids):
         """On CUDA with our kernels, for full chunks: the block compiled (elementwise work fused). Other
@@ -233,12 +234,15 @@ class RWKV4Model(SequenceModel):
     def _run(self, ids, state, mode):
         step = self._block_step(ids)
         try:
-            return self.net(ids, state, mode, step)
+            out = self.net(ids, state, mode, step)
+            self._prefill_paths.add("eager" if step is block_step else "compiled")
+            return out
         except Exception as e:  # noqa: BLE001  (a compiler failure: run uncompiled, say so)
             if step is block_step:
                 raise
             warnings.warn(f"rwkvbench: compiled prefill failed, running it uncompiled: {e}", stacklevel=3)
             self.compile_prefill = False
+            self._prefill_paths.add("eager")
             return self.net(ids, state, mode)
 
     @torch.inference_mode()
@@ -246,6 +250,7 @@ class RWKV4Model(SequenceModel):
         ids = self.as_ids(ids)
         T = ids.shape[1]
         outputs = []
+        self._prefill_paths = set()
         for lo in range(0, T, self.prefill_chunk):
             last_chunk = lo + self.prefill_chunk >= T
             mode = logits if logits == "all" or last_chunk else "none"
@@ -279,9 +284,9 @@ class RWKV4Model(SequenceModel):
 
     @property
     def prefill_config(self) -> str:
-        if not _cuda_kernel_applies(self.net):
-            return f"chunk{self.prefill_chunk}+reference_wkv"
-        return f"chunk{self.prefill_chunk}+cuda_wkv" + ("+compiled" if self.compile_prefill else "")
+        """How the last prefill ran: the WKV path and whether its chunks ran compiled, eager or both."""
+        wkv = "cuda_wkv" if _cuda_kernel_applies(self.net) else "reference_wkv"
+        return "+".join([f"chunk{self.prefill_chunk}", wkv, *sorted(self._prefill_paths)])
 
     def state_nbytes(self, state: RWKV4State) -> int:
         return sum(t.numel() * t.element_size() for t in state.tensors())

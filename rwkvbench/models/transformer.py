@@ -74,8 +74,9 @@ class HFCausalLM(SequenceModel):
 
     @torch.inference_mode()
     def prepare_decode(self, state, max_new_tokens: int):
-        """On CUDA: copy the KV cache into a static cache sized for the decode, and decode through a
-        compiled forward (CUDA graphs), as transformers recommends for fast generation."""
+        """On CUDA: move the KV cache into a static cache sized for the decode (the dynamic cache given is
+        consumed), and decode through a compiled forward (CUDA graphs), as transformers recommends for
+        fast generation."""
         if self.device.type != "cuda" or isinstance(state, StaticDecodeState):
             return state
         from transformers import StaticCache
@@ -85,6 +86,7 @@ class HFCausalLM(SequenceModel):
         positions = torch.arange(length, device=self.device)
         for i, layer in enumerate(state.layers):
             static.update(layer.keys, layer.values, i, {"cache_position": positions})
+            layer.keys = layer.values = None  # consumed: freed as we go, so memory holds one cache, not two
         if self._decode_forward is None:
             self._decode_forward, self._decode_config = self.model.forward, "sdpa+static_cache"
             if self.compile_decode:

@@ -1,0 +1,145 @@
+"""The one owner of units of work: skip / run / replace from the complete key, budgets, OOM and NaN rows;
+and through the CLI config: reruns with changed settings re-measure, identical ones skip."""
+
+import math
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from rwkvbench.config import conf_dir
+from rwkvbench.models import checkpoints as ck
+from rwkvbench.models.registry import load_model
+from rwkvbench.results import ResultsWriter, read_results
+from rwkvbench.run import run
+from rwkvbench.units import Budget, SkipUnit, Unit, run_units
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("rwkv4_tiny", device="cpu")
+
+
+def counting_unit(calls, value=1.0, param=0, context_len=8):
+    def measure(budget):
+        calls.append(context_len)
+        return [{"metric": "x", "value": value, "n": 1}]
+
+    return Unit(key={"suite": "s", "task": "t", "context_len": context_len}, measure=measure, params={"p": param})
+
+
+def test_identical_rerun_skips_and_changed_params_remeasure(tmp_path, tiny):
+    calls = []
+    w = ResultsWriter(tmp_path)
+    assert run_units(tiny, [counting_unit(calls)], w)["ran"] == 1
+    assert run_units(tiny, [counting_unit(calls)], ResultsWriter(tmp_path))["reused"] == 1
+    assert run_units(tiny, [counting_unit(calls, value=2.0, param=1)], ResultsWriter(tmp_path))["ran"] == 1
+    assert len(calls) == 2
+    df = read_results(tmp_path)
+    assert df.value.tolist() == [2.0] and df.fingerprint.nunique() == 1  # the new measurement replaced the old
+
+
+def test_rows_carry_provenance(tmp_path, tiny):
+    run_units(tiny, [counting_unit([])], ResultsWriter(tmp_path))
+    row = read_results(tmp_path).iloc[0]
+    assert row.checkpoint == "random:seed=0" and row.device_name and row.device == "cpu" and len(row.fingerprint) == 16
+
+
+def test_non_finite_metric_is_never_a_plain_number(tmp_path, tiny):
+    with pytest.warns(UserWarning, match="came out nan"):
+        run_units(tiny, [counting_unit([], value=math.nan)], ResultsWriter(tmp_path))
+    row = read_results(tmp_path).iloc[0]
+    assert row.value is None or math.isnan(row.value)
+    assert row.note == "non-finite value (nan)"
+
+
+def test_out_of_memory_becomes_a_row_and_other_errors_stay_errors(tmp_path, tiny):
+    def oom(budget):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    def bug(budget):
+        raise KeyError("bug")
+
+    w = ResultsWriter(tmp_path)
+    assert run_units(tiny, [Unit(key={"suite": "s", "task": "t"}, measure=oom)], w)["oom"] == 1
+    row = read_results(tmp_path).iloc[0]
+    assert (row.metric, row.value) == ("oom", 1.0) and "Tried to allocate" in row.note
+    with pytest.raises(KeyError):
+        run_units(tiny, [Unit(key={"suite": "s", "task": "u"}, measure=bug)], w)
+
+
+def test_run_budget_turns_the_rest_into_skipped_rows_which_rerun(tmp_path, tiny):
+    def slow(budget):  # the first one outlasts the run's 1 s budget
+        time.sleep(1.2)
+        return [{"metric": "x", "value": 1.0}]
+
+    def skip(budget):
+        raise SkipUnit("beyond this device")
+
+    units = [Unit(key={"suite": "s", "task": "t", "context_len": 4}, measure=skip)]
+    units += [Unit(key={"suite": "s", "task": "t", "context_len": L}, measure=slow) for L in (1, 2, 3)]
+    counts = run_units(tiny, units, ResultsWriter(tmp_path), max_minutes=1 / 60)
+    assert counts == {"ran": 1, "reused": 0, "skipped": 3, "oom": 0}
+    df = read_results(tmp_path).set_index("context_len")
+    assert df.loc[3, "metric"] == "skipped" and "max_minutes" in df.loc[3, "note"]
+    assert df.loc[4, "note"] == "beyond this device"
+    again = run_units(tiny, units[1:], ResultsWriter(tmp_path))
+    assert again == {"ran": 2, "reused": 1, "skipped": 0, "oom": 0}
+    assert read_results(tmp_path).set_index("context_len").loc[3, "metric"] == "x"
+
+
+def test_budget_counts_down_to_the_earlier_of_its_limits():
+    b = Budget(seconds=100, deadline=time.monotonic() + 0.05)
+    assert 0 < b.remaining() <= 0.05 and not b.expired()
+    time.sleep(0.06)
+    assert b.expired() and Budget().remaining() == math.inf
+
+
+def test_ranks_share_the_units(tmp_path, tiny):
+    calls = []
+    units = [counting_unit(calls, context_len=L) for L in range(5)]
+    for rank in (0, 1):
+        run_units(tiny, units, ResultsWriter(tmp_path), rank=rank, world_size=2)
+    assert calls == [0, 2, 4, 1, 3] and len(read_results(tmp_path)) == 5
+
+
+def _cfg(*overrides):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=["device=cpu", "compare=false", *overrides])
+
+
+def test_rerun_with_changed_dtype_or_text_remeasures(tmp_path):
+    base = ["task=perplexity", "task.parts.0.max_tokens=200", "task.parts.0.context_len=32"]
+    run(_cfg(*base), tmp_path)
+    first = read_results(tmp_path)
+    run(_cfg(*base), tmp_path)
+    assert read_results(tmp_path).run_id.unique().tolist() == first.run_id.unique().tolist()  # identical: kept
+    text = tmp_path / "text.txt"
+    text.write_text("A different text to measure. " * 20)
+    run(_cfg(*base, f"task.parts.0.text={text}"), tmp_path)
+    run(_cfg(*base, "dtype=bf16"), tmp_path)
+    df = read_results(tmp_path)
+    assert set(df.dtype) == {"float32", "bfloat16"} and df.run_id.nunique() == 3
+    assert df[df.dtype == "float32"].variant.nunique() == 2  # the docs and the new text
+
+
+def test_efficiency_overall_budget_holds_on_cpu(tmp_path):
+    t0 = time.monotonic()
+    run(_cfg("task=efficiency", "task.parts.0.max_minutes=0.1667", "task.parts.0.batch_sizes=[1]"), tmp_path)
+    assert time.monotonic() - t0 < 15
+    df = read_results(tmp_path)
+    skipped = df[df.metric == "skipped"]
+    assert len(skipped) >= 3 and set(skipped.context_len) >= {16384, 65536, 1048576}
+    measured = df[df.metric == "prefill_ms"]
+    assert len(measured) >= 1 and (measured.n >= 1).all()
+    assert measured.variant.str.contains("prefill=chunk4096+reference_wkv+eager;decode=eager", regex=False).all()
+
+
+def test_nan_checkpoint_is_one_error_naming_the_tensor(tmp_path):
+    shape = ck.RWKV4Shape(n_layer=2, n_embd=8, vocab_size=257, dim_ffn=16)
+    sd = ck.random_rwkv4(shape)
+    sd["blocks.1.att.key.weight"][3, 4] = float("nan")
+    ck.save_blinkdl(sd, tmp_path / "nan.pth")
+    with pytest.raises(ck.CheckpointError, match=r"nan.pth: tensor 'blocks.1.att.key.weight' has 1 non-finite"):
+        load_model("rwkv4", path=str(tmp_path / "nan.pth"), tokenizer="bytes", device="cpu")
