@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from rwkvbench.errors import ConfigError
+
 
 def conf_dir() -> Path:
     """conf/ ships as the package `rwkvbench.conf`; in a source checkout it is the top-level folder, and the
@@ -28,5 +30,5 @@ def load_option(group: str, name: str) -> DictConfig:
     elsewhere, e.g. the trainer's model configs, whose `matched` names its partner this way)."""
     path = Path(name).expanduser() if str(name).endswith(".yaml") else conf_dir() / group / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown {group} {name!r}; valid: {', '.join(options(group))}")
+        raise ConfigError(f"unknown {group} {name!r}; valid: {', '.join(options(group))}")
     return OmegaConf.load(path)

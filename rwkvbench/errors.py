@@ -5,6 +5,11 @@ keeps its traceback."""
 
 from __future__ import annotations
 
+import os
+import sys
+
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"  # set to 1: every error keeps its traceback (Hydra's convention)
+
 
 class UserError(Exception):
     """A mistake in the user's input; str(e) is the whole, one-line explanation."""
@@ -16,3 +21,14 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
     """A data file that is missing or malformed (which file, which line or field)."""
+
+
+def full_error_requested() -> bool:
+    return os.environ.get(FULL_ERROR_ENV) == "1"
+
+
+def exit_with(prog: str, message, code: int = 2):
+    """Print `prog: error: message` as one line on stderr and exit with `code` (2: a usage error)."""
+    text = " ".join(str(message).split()).strip() if "\n" in str(message) else str(message).strip()
+    print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
+    raise SystemExit(code)

@@ -66,10 +66,11 @@ def record_provenance(writer: ResultsWriter, cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, out_dir: str | Path, rank: int = 0, world_size: int = 1) -> ResultsWriter:
-    from rwkvbench.kernels.dispatch import KERNEL_ENV, kernel_choice
+    from rwkvbench.kernels.dispatch import KERNEL_ENV
+    from rwkvbench.validate import validate_run
 
+    validate_run(cfg)  # every mistake found here, before any model loads
     os.environ[KERNEL_ENV] = cfg.get("wkv_kernel") or "auto"
-    kernel_choice()  # a bad value fails here, before any model loads
     writer = ResultsWriter(out_dir)
     record_provenance(writer, cfg)
     for mcfg in model_configs(cfg):

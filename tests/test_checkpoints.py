@@ -56,10 +56,35 @@ def test_truncated_file(tmp_path, sd):
 
 
 def test_not_a_checkpoint(tmp_path):
-    (tmp_path / "notes.pth").write_text("these are my notes, not weights\n")
+    (tmp_path / "notes.pth").write_text("101\nthese are my notes, not weights\n")
     with pytest.raises(CheckpointError) as e:
         ck.read_rwkv4(tmp_path / "notes.pth")
-    one_line(e, "notes.pth", "not a readable PyTorch checkpoint")
+    one_line(e, "notes.pth", "not a PyTorch checkpoint (neither a zip archive nor a pickle)",
+             "it starts with text '101\\nthese are my notes")
+    (tmp_path / "blob.pth").write_bytes(bytes(range(7, 40)))
+    with pytest.raises(CheckpointError) as e:
+        ck.read_rwkv4(tmp_path / "blob.pth")
+    one_line(e, "blob.pth", "it starts with bytes 07 08 09")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError) as e:
+        ck.read_rwkv4(tmp_path / "empty.pth")
+    one_line(e, "empty.pth", "empty file (0 bytes)")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_pickled_objects_beyond_tensors_are_refused_with_the_real_reason(tmp_path, sd, zipped, capsys):
+    sd["payload"] = Exploit()
+    torch.save(sd, tmp_path / "unsafe.pth", _use_new_zipfile_serialization=zipped)
+    with pytest.raises(CheckpointError) as e:
+        ck.read_rwkv4(tmp_path / "unsafe.pth")
+    one_line(e, "unsafe.pth", "contains pickled Python objects beyond tensors", "refuses to execute them")
+    assert "weights_only" not in str(e.value)  # not torch's advice to turn the protection off
+    assert "this would run" not in capsys.readouterr().out
 
 
 def test_not_a_state_dict(tmp_path):

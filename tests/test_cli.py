@@ -66,16 +66,23 @@ def test_wkv_kernel_key_sets_the_path_and_rejects_bad_values(tmp_path, monkeypat
     import os
 
     assert os.environ[KERNEL_ENV] == "reference"
-    with pytest.raises(ValueError, match="RWKVBENCH_WKV='fast'; expected auto, cuda or reference"):
+    with pytest.raises(ValueError, match="wkv_kernel='fast': expected auto, cuda, reference"):
         run(bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # found before anything was written
 
 
 @pytest.mark.slow
-def test_multirun_writes_one_results_file_per_job(tmp_path):
+def test_multirun_writes_one_results_file_per_job_and_one_combined_table(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "rwkvbench", "-m", "model=rwkv4_tiny,neox_tiny", "compare=false", "task=latency",
-         "task.parts.0.context_lens=[8]", "device=cpu", f"hydra.sweep.dir={tmp_path}/sweep"],
+         "task.parts.0.context_lens=[8,16]", "device=cpu", f"hydra.sweep.dir={tmp_path}/sweep"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     files = sorted((tmp_path / "sweep").glob("*/results.parquet"))
     assert [read_results(f).model.unique().tolist() for f in files] == [["rwkv4_tiny"], ["neox_tiny"]]
+    # the sweep callback: one table over both jobs (both models as columns), plots in the sweep folder
+    combined = out.stdout.split("[rwkvbench] sweep:")[1]
+    header = next(line for line in combined.splitlines() if line.startswith("model"))
+    assert "neox_tiny" in header and "rwkv4_tiny" in header
+    assert "prefill_ms" in combined and "state_bytes" in combined
+    assert (tmp_path / "sweep" / "efficiency.png").stat().st_size > 10_000

@@ -165,6 +165,74 @@ def test_registered_with_lm_eval():
     assert cls is SequenceModelLM
     lm = cls.create_from_arg_string("model=rwkv4_tiny,device=cpu", {"batch_size": 4})
     assert lm.model.name == "rwkv4_tiny" and lm.batch_size == 4
+    # lm-eval's command line passes its own --device (default cuda:0) beside model_args' device
+    lm = cls.create_from_arg_obj({"model": "rwkv4_tiny", "device": "cpu"},
+                                 {"batch_size": 2, "max_batch_size": None, "device": "cuda:0"})
+    assert lm.model.device.type == "cpu" and lm.batch_size == 2
+
+
+def test_model_args_pretrained_alias_batch_size_and_unknown_keys(tmp_path):
+    from rwkvbench.errors import ConfigError
+
+    shape = ck.RWKV4Shape(2, 16, 257, 64)
+    sd = ck.random_rwkv4(shape, seed=5)
+    ck.save_blinkdl(sd, tmp_path / "m.pth")
+    lm = SequenceModelLM.create_from_arg_obj({"pretrained": str(tmp_path / "m.pth"), "tokenizer": "bytes",
+                                              "device": "cpu"})
+    assert lm.model.n_params == shape.n_params()
+    assert torch.equal(lm.model.net.emb.weight, sd["emb.weight"])  # the weights of the file given as pretrained=
+    for bad in (0, -2, "x", "0"):
+        with pytest.raises(ConfigError, match=f"batch_size={bad!r}: expected 'auto' or an int >= 1"):
+            SequenceModelLM(load_model("rwkv4_tiny", device="cpu"), batch_size=bad)
+    assert SequenceModelLM(load_model("rwkv4_tiny", device="cpu"), batch_size="auto").batch_size == 16
+    assert SequenceModelLM(load_model("rwkv4_tiny", device="cpu"), batch_size="auto:4", max_batch_size=4).batch_size == 4
+    with pytest.raises(ConfigError, match=r"unknown keyword 'devic' \(did you mean 'device'\?\); valid .*max_batch_size"):
+        SequenceModelLM.create_from_arg_obj({"model": "rwkv4_tiny", "devic": "cpu"})
+    with pytest.raises(ConfigError, match="pretrained=.* and path=.* disagree"):
+        SequenceModelLM(model="rwkv4", pretrained="a.pth", path="b.pth")
+
+
+def test_local_task_yaml_loads_in_lm_eval_as_the_same_task(tmp_path, monkeypatch):
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from rwkvbench.lm_eval_cli import local_tasks, write_local_task
+
+    if not (EVAL_DATA / "copa.jsonl").is_file():
+        pytest.skip(f"{EVAL_DATA} not present")
+    monkeypatch.setenv("RWKVBENCH_CACHE", str(tmp_path))
+    path = write_local_task("copa", EVAL_DATA)
+    assert path.parent.parent == tmp_path / "lm_eval_tasks"
+    assert load_yaml(path, resolve_func=True) == resolve_task("copa", str(EVAL_DATA))
+    assert write_local_task("hellaswag", EVAL_DATA) is None  # no local file: lm-eval's own task
+    argv = local_tasks(["--model", "rwkvbench", "--tasks", "copa,hellaswag", "--limit", "5"], EVAL_DATA)
+    assert argv == ["--model", "rwkvbench", "--tasks", f"{path},hellaswag", "--limit", "5"]
+    assert local_tasks(["-t", "copa", "hellaswag"], EVAL_DATA) == ["-t", f"{path},hellaswag"]
+
+
+@pytest.mark.slow
+def test_lm_eval_console_script_end_to_end(tmp_path):
+    """lm-eval's own command line with our model and local data: results JSON and per-sample log."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not (EVAL_DATA / "piqa.jsonl").is_file():
+        pytest.skip(f"{EVAL_DATA} not present")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "RWKVBENCH_CACHE": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "rwkvbench.lm_eval_cli", "--model", "rwkvbench", "--model_args",
+         "model=rwkv4_tiny,device=cpu", "--tasks", "piqa", "--data_dir", str(EVAL_DATA), "--output_path",
+         str(tmp_path / "out"), "--log_samples", "--limit", "5", "--batch_size", "4"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "piqa" in out.stdout and "acc_norm" in out.stdout
+    [results] = (tmp_path / "out" / "rwkv4_tiny").glob("results_*.json")
+    data = json.loads(results.read_text())
+    assert data["n-samples"]["piqa"]["effective"] == 5 and 0 <= data["results"]["piqa"]["acc,none"] <= 1
+    assert data["configs"]["piqa"]["dataset_kwargs"]["data_files"]["test"] == str(EVAL_DATA / "piqa.jsonl")
+    [samples] = (tmp_path / "out" / "rwkv4_tiny").glob("samples_piqa_*.jsonl")
+    assert len(samples.read_text().splitlines()) == 5
 
 
 # ---- tasks and data ----------------------------------------------------------------------------------
@@ -210,7 +278,7 @@ def test_unknown_task_and_missing_offline_data(tmp_path):
     with pytest.raises(ValueError, match="unknown task 'lambda'; built-in: lambada_openai"):
         resolve_task("lambda", data_dir=str(tmp_path))
     with pytest.raises(TaskDataError, match=r"task hellaswag: no local data at .*hellaswag.jsonl; supply "
-                                            r"data_files.hellaswag=FILE"):
+                                            r"\+data_files.hellaswag=FILE"):
         resolve_task("hellaswag", data_dir=str(tmp_path))
     with pytest.raises(TaskDataError, match="data file .*nope.jsonl not found"):
         resolve_task("piqa", data_files={"piqa": str(tmp_path / "nope.jsonl")})

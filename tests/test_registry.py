@@ -59,8 +59,104 @@ def test_unknown_model_lists_valid_names():
 
 
 def test_unknown_dtype():
-    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+    with pytest.raises(ValueError, match="dtype='fp8': unknown dtype"):
         load_model("rwkv4_tiny", dtype="fp8")
+
+
+def test_unknown_keyword_lists_the_valid_ones():
+    from rwkvbench.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_model("rwkv4_tiny", devic="cpu")
+    msg = str(e.value)
+    assert "load_model('rwkv4_tiny'): unknown keyword 'devic' (did you mean 'device'?)" in msg
+    assert "device, dtype" in msg and "tokenizer_path" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="unknown keyword 'source'.*hub_id"):
+        load_model("neox_tiny", source={"hub_repo": "x"})  # an RWKV key on a Transformer
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_cpu_machine_fails_before_building(monkeypatch):
+    from rwkvbench.errors import ConfigError
+    from rwkvbench.models import build
+
+    def never(*a, **k):
+        raise AssertionError("built the model before checking the device")
+
+    monkeypatch.setattr(build, "build_rwkv4_model", never)
+    with pytest.raises(ConfigError, match="device=cuda: no CUDA here .*use device=cpu"):
+        load_model("rwkv4_tiny", device="cuda")
+    with pytest.raises(ConfigError, match="device='tpu': not a device"):
+        load_model("rwkv4_tiny", device="tpu")
+
+
+def test_tokenizer_path_for_a_byte_tokenizer_model_is_an_error(tmp_path):
+    from rwkvbench.errors import ConfigError
+
+    (tmp_path / "t.json").write_text("{}")
+    with pytest.raises(ConfigError, match="tokenizer_path=.*t.json: this model uses the byte tokenizer"):
+        load_model("rwkv4_tiny", tokenizer_path=str(tmp_path / "t.json"), device="cpu")
+
+
+def test_offline_without_a_tokenizer_is_one_line_in_seconds(monkeypatch):
+    import time
+
+    import huggingface_hub
+
+    from rwkvbench.errors import DataError
+    from rwkvbench.models import hub, tokenizer
+
+    monkeypatch.delenv(tokenizer.NEOX20B_ENV, raising=False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)  # nothing cached
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("tried the hub"))
+    tokenizer._hub_tokenizer_file.cache_clear()
+    hub.hub_unreachable.cache_clear()
+    start = time.perf_counter()
+    for _ in range(2):  # found out once; the second time costs nothing
+        with pytest.raises(DataError, match=r"GPT-NeoX-20B tokenizer: not in the local cache and the hub is "
+                                            r"unreachable \(HF_HUB_OFFLINE is set\); give tokenizer_path="):
+            tokenizer.load_tokenizer("neox20b")
+    assert time.perf_counter() - start < 5
+    tokenizer._hub_tokenizer_file.cache_clear()
+    hub.hub_unreachable.cache_clear()
+
+
+def test_hub_probe_answers_within_seconds(monkeypatch):
+    """Without HF_HUB_OFFLINE the probe connects once, with a timeout; a refused port (on this machine,
+    no network needed) is a reason, not 26 s of retries."""
+    import socket
+    import time
+
+    from rwkvbench.models import hub
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    hub.hub_unreachable.cache_clear()
+    start = time.perf_counter()
+    why = hub.hub_unreachable()
+    assert why and "127.0.0.1" in why and time.perf_counter() - start < hub.PROBE_SECONDS + 1
+    with socket.socket() as server:  # a port that answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        hub.hub_unreachable.cache_clear()
+        assert hub.hub_unreachable() is None
+    hub.hub_unreachable.cache_clear()
+
+
+def test_forced_cuda_kernel_never_falls_back_silently(monkeypatch):
+    from rwkvbench.errors import ConfigError
+    from rwkvbench.kernels import dispatch
+
+    monkeypatch.setenv(dispatch.KERNEL_ENV, "cuda")
+    k = torch.zeros(1, 4, 8)
+    with pytest.raises(ConfigError, match="RWKVBENCH_WKV=cuda forces the CUDA kernel, but the model runs on cpu"):
+        dispatch.wkv4(torch.zeros(8), torch.zeros(8), k, k)
+    monkeypatch.setenv(dispatch.KERNEL_ENV, "auto")
+    assert dispatch.wkv4(torch.zeros(8), torch.zeros(8), k, k)[0].shape == k.shape
 
 
 def test_neox_tokenizer_from_the_real_file(neox_tokenizer_path):

@@ -2,6 +2,11 @@
 
     lm_eval.simple_evaluate(model=SequenceModelLM(load_model("rwkv4_1b5")), tasks=[...])
     lm_eval.simple_evaluate(model="rwkvbench", model_args="model=rwkv4_169m,path=...,device=cuda", tasks=[...])
+    rwkvbench-lm-eval --model rwkvbench --model_args model=rwkv4_169m,pretrained=CKPT.pth --tasks piqa  (lm_eval_cli)
+
+model_args: `model` (a config name, default the rwkv4 family), `path` (or lm-eval's usual `pretrained`), any
+other key of the model's config (device, dtype, init, tokenizer_path, ...), and the adapter's own
+batch_size ("auto" or an int >= 1), max_batch_size, rolling_chunk, max_gen_toks.
 
 Tokenisation and context/continuation splitting come from lm-eval's TemplateLM, as for its `hf` model.
 Scoring reuses prefixes: requests that share a context (the choices of a multiple-choice question)
@@ -12,6 +17,8 @@ Requests with a context of their own are scored as whole sequences, right-padded
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections import defaultdict
 
 import torch
@@ -20,36 +27,93 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
+from rwkvbench.errors import ConfigError
 from rwkvbench.models.base import SequenceModel
+
+DEFAULT_BATCH_SIZE = 16
+ADAPTER_ARGS = ("model", "pretrained", "batch_size", "max_batch_size", "rolling_chunk", "max_gen_toks")
+# lm-eval adds these to every model's arguments (--trust_remote_code); they mean nothing for our models.
+LM_EVAL_GENERIC_ARGS = ("trust_remote_code",)
+
+
+def parse_batch_size(value, max_batch_size=None) -> int:
+    """lm-eval's forms: an int >= 1, or "auto" / "auto:N", which here is DEFAULT_BATCH_SIZE (capped by
+    max_batch_size): the adapter already scores each question's choices as one shared-prefix group, so
+    it does not search for the largest batch that fits."""
+    text = str(value).strip()
+    if text == "auto" or text.startswith("auto:"):
+        return min(DEFAULT_BATCH_SIZE, int(max_batch_size)) if max_batch_size else DEFAULT_BATCH_SIZE
+    try:
+        size = int(text) if not isinstance(value, bool) else 0
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ConfigError(f"batch_size={value!r}: expected 'auto' or an int >= 1")
+    return size
+
+
+def _lm_eval_device(device: str) -> str:
+    """lm-eval's --device (default cuda:0 even on a machine without one): like lm-eval's own hf model, a
+    CUDA device that is not here means the best available one; said in one line."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        print(f"rwkvbench: --device {device} is not available here (lm-eval's default is cuda:0); using auto "
+              f"(cpu). Give device= in --model_args to insist.", file=sys.stderr)
+        return "auto"
+    return device
 
 
 @register_model("rwkvbench")
 class SequenceModelLM(TemplateLM):
-    def __init__(self, model: SequenceModel | str | None = None, batch_size: int | str = 16,
-                 rolling_chunk: int = 2048, max_gen_toks: int = 256, **load_overrides):
+    def __init__(self, model: SequenceModel | str | None = None, batch_size: int | str = DEFAULT_BATCH_SIZE,
+                 rolling_chunk: int = 2048, max_gen_toks: int = 256, max_batch_size: int | None = None,
+                 pretrained: str | None = None, **load_overrides):
         super().__init__()
+        for key in LM_EVAL_GENERIC_ARGS:
+            load_overrides.pop(key, None)
+        if pretrained is not None:  # lm-eval's usual name for the checkpoint
+            if load_overrides.get("path") not in (None, pretrained):
+                raise ConfigError(f"model_args: pretrained={pretrained} and path={load_overrides['path']} disagree; "
+                                  f"give one of them")
+            load_overrides["path"] = pretrained
+        self.batch_size = parse_batch_size(batch_size, max_batch_size)
         if model is None or isinstance(model, str):
-            from rwkvbench.models.registry import load_model
+            from rwkvbench.models.registry import check_model_keys, load_model, model_config
 
-            model = load_model(model or "rwkv4", **load_overrides)
+            name = model or "rwkv4"
+            check_model_keys(load_overrides, model_config(name).get("family"), f"rwkvbench model_args (model={name})",
+                             also_valid=ADAPTER_ARGS)
+            model = load_model(name, **load_overrides)
+        elif load_overrides:
+            raise ConfigError(f"model_args {sorted(load_overrides)}: the model is already loaded, so these would be "
+                              f"ignored")
         self.model = model
-        self.batch_size = self.resolve_batch_size(batch_size)
         self.rolling_chunk = int(rolling_chunk)
         self.max_gen_toks = int(max_gen_toks)
         self.stats = {"tokens_computed": 0, "prefix_tokens_saved": 0}
 
     @staticmethod
-    def resolve_batch_size(batch_size: int | str) -> int:
-        """"auto" scores 16 requests per batch (prefix reuse batches a question's choices itself)."""
-        return int(batch_size) if str(batch_size) != "auto" else 16
+    def resolve_batch_size(batch_size: int | str, max_batch_size: int | None = None) -> int:
+        """The batch size a run records; see parse_batch_size."""
+        return parse_batch_size(batch_size, max_batch_size)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        """lm-eval's command line and simple_evaluate: model_args plus its own batch_size / max_batch_size /
+        device. A key given in model_args wins (lm-eval's default would otherwise pass `device` twice)."""
+        args = dict(arg_dict)
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        if "device" in extra and "device" not in args:
+            args["device"] = _lm_eval_device(extra["device"])
+        extra.pop("device", None)
+        for key, value in extra.items():
+            args.setdefault(key, value)
+        return cls(**args)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
         from lm_eval.utils import simple_parse_args_string
 
-        args = simple_parse_args_string(arg_string)
-        args.update({k: v for k, v in (additional_config or {}).items() if v is not None and k == "batch_size"})
-        return cls(**args)
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     # ---- tokenizer --------------------------------------------------------------------------------
     @property
@@ -179,6 +243,41 @@ class SequenceModelLM(TemplateLM):
                     text = text.split(s)[0]
             out.append(text)
         return out
+
+
+class _DropNoise(logging.Filter):
+    """lm-eval's warning that our explicit num_fewshot overrides a task's default, once per task per model."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Overwriting default num_fewshot")
+
+
+def _git_hash_quietly():
+    """lm-eval records `git describe` of the working directory; outside a repository git prints
+    'fatal: not a git repository' for every task of every model. Same value, no stray line."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def quiet_git_probe() -> None:
+    import lm_eval.evaluator
+
+    if hasattr(lm_eval.evaluator, "get_git_commit_hash"):
+        lm_eval.evaluator.get_git_commit_hash = _git_hash_quietly
+
+
+def quiet_lm_eval() -> None:
+    """lm-eval logs at WARNING and above, without the two messages it repeats per task per model."""
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    evaluator_log = logging.getLogger("lm_eval.evaluator")
+    if not any(isinstance(f, _DropNoise) for f in evaluator_log.filters):
+        evaluator_log.addFilter(_DropNoise())
+    quiet_git_probe()
 
 
 def _score(logits: torch.Tensor, continuations: list[list[int]]) -> list[tuple[float, bool]]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rwkvbench.errors import UserError
+from rwkvbench.errors import ConfigError
+from rwkvbench.evals.task_data import TaskDataError, layout_help, validate_task_file
 
 ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
 ACC_NORM = ACC + [{"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
@@ -98,17 +99,17 @@ BUILTIN = {
 }
 
 
-class TaskDataError(UserError, FileNotFoundError):
-    """A task whose data is missing offline; the message says which file to supply."""
-
-
 def local_task(name: str, path: str | Path, layout: str, **overrides) -> dict:
-    """An lm-eval task config (a dict lm-eval accepts in `tasks=`) reading one JSON-lines file."""
-    path = Path(path)
-    if not path.is_file():
-        raise TaskDataError(f"task {name}: data file {path} not found (a JSON-lines file in the {layout!r} layout)")
+    """An lm-eval task config (a dict lm-eval accepts in `tasks=`) reading one JSON-lines file, every row
+    of which is checked first (task_data.py)."""
     if layout not in LAYOUTS:
-        raise ValueError(f"task {name}: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+        raise ConfigError(f"task {name}: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TaskDataError(f"task {name}: data file {path} not found (JSON lines in the {layout!r} layout "
+                            f"{layout_help(layout)})")
+    validate_task_file(path, layout)
+    path = path.resolve()  # lm-eval reads it later, maybe from another working directory
     return {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
             "test_split": "test", "metadata": {"version": 1.0, "source": str(path)},
             **LAYOUTS[layout], **overrides}
@@ -127,13 +128,37 @@ def resolve_task(name: str, data_dir: str | None = None, data_files: dict | None
         if data_dir:
             path = Path(data_dir) / file_name
             if not path.is_file():
-                raise TaskDataError(f"task {name}: no local data at {path}; supply data_files.{name}=FILE "
+                raise TaskDataError(f"task {name}: no local data at {path}; supply +data_files.{name}=FILE "
                                     f"(JSON lines in the {layout!r} layout) or run where the dataset hub is reachable")
             return local_task(name, path, layout, **overrides)
         return name
     if name in data_files:
         if layout is None:
-            raise ValueError(f"task {name}: a new task needs layout= one of {', '.join(LAYOUTS)}")
+            raise ConfigError(f"task {name}: a new task needs layout= one of {', '.join(LAYOUTS)} "
+                              f"(+layouts.{name}=multiple_choice on the command line)")
         return local_task(name, data_files[name], layout)
-    raise ValueError(f"unknown task {name!r}; built-in: {', '.join(BUILTIN)}; or give data_files.{name}=FILE "
-                     f"and layout=")
+    raise ConfigError(f"unknown task {name!r}; built-in: {', '.join(BUILTIN)}; or give +data_files.{name}=FILE "
+                      f"and +layouts.{name}=LAYOUT")
+
+
+def partition_tasks(names, data_dir: str | None = None, data_files: dict | None = None,
+                    layouts: dict | None = None) -> tuple[dict[str, object], dict[str, str]]:
+    """Split a task list into what can run here ({name: lm-eval config or name}) and what cannot
+    ({name: why}): a built-in task without a local file is skipped when data_dir= names a folder that
+    lacks it, or when no folder is given and the dataset hub is unreachable. Unknown tasks and bad or
+    missing files the user named are errors, not skips."""
+    from rwkvbench.models.hub import hub_unreachable
+
+    data_files, layouts = data_files or {}, layouts or {}
+    runnable, skipped = {}, {}
+    for name in names:
+        if name in BUILTIN and name not in data_files:
+            path = Path(data_dir) / BUILTIN[name][0] if data_dir else None
+            if path is not None and not path.is_file():
+                skipped[name] = f"no local data at {path}, give +data_files.{name}=FILE"
+                continue
+            if path is None and (why := hub_unreachable()):
+                skipped[name] = f"the dataset hub is unreachable ({why}) and there is no local data (give data_dir= a folder of <task>.jsonl files)"
+                continue
+        runnable[name] = resolve_task(name, data_dir, data_files, layouts.get(name))
+    return runnable, skipped

@@ -31,7 +31,8 @@ from rwkvbench.errors import ConfigError
 from rwkvbench.evals import register, register_summary
 from rwkvbench.evals.prompt_templates import (PromptSet, base_config, check_renders, documents, load_set,
                                               rendered_requests, task_config)
-from rwkvbench.evals.quality import _Session, file_sha256, results_json, rows_from_results
+from rwkvbench.evals.lm_eval_output import results_json
+from rwkvbench.evals.quality import _Session, file_sha256, rows_from_results
 from rwkvbench.units import Unit, UnitResult, model_identity
 
 SUITE = "prompt"

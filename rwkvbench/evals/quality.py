@@ -1,24 +1,25 @@
 """Quality: lm-eval zero-shot (or few-shot) tasks through the SequenceModel adapter. One unit of work per
 task: one tidy row per task metric, with lm-eval's stderr and document count, plus the adapter's
-prefix-reuse saving, and lm-eval's own results JSON saved beside the Parquet."""
+prefix-reuse saving, and lm-eval's own results JSON (and per-sample log with log_samples) saved beside the
+Parquet. A task without data here is a `skipped` unit whose note says why."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 
 from omegaconf import OmegaConf
 
 from rwkvbench.evals import register
-from rwkvbench.evals.lm_eval_tasks import resolve_task
-from rwkvbench.units import Unit, UnitResult
+from rwkvbench.evals.lm_eval_tasks import partition_tasks
+from rwkvbench.units import SkipUnit, Unit, UnitResult
 
 
-def _task_configs(task) -> dict[str, object]:
+def _task_configs(task) -> tuple[dict[str, object], dict[str, str]]:
+    """(runnable {name: lm-eval config}, skipped {name: why}); see partition_tasks."""
     files = OmegaConf.to_container(task.get("data_files") or {}) if task.get("data_files") else {}
     layouts = OmegaConf.to_container(task.get("layouts") or {}) if task.get("layouts") else {}
-    return {name: resolve_task(name, task.get("data_dir"), files, layouts.get(name)) for name in task.tasks}
+    return partition_tasks(task.tasks, task.get("data_dir"), files, layouts)
 
 
 def file_sha256(path) -> str:
@@ -64,11 +65,6 @@ def rows_from_results(results: dict, name: str) -> list[dict]:
     return rows
 
 
-def results_json(results: dict) -> str:
-    """lm-eval's results dict as its own CLI writes it (per-sample logs left out)."""
-    return json.dumps({k: v for k, v in results.items() if k != "samples"}, indent=2, default=str)
-
-
 class _Session:
     """lm-eval's task index and our adapter, made once per model on the first unit that needs them."""
 
@@ -96,32 +92,44 @@ class _Session:
 def measure(session: _Session, name: str, config, shots: int) -> UnitResult:
     import lm_eval
 
+    from rwkvbench.evals.lm_eval_output import lm_eval_files
+
     lm, manager = session.get()
     task = session.task
     before = dict(lm.stats)
     results = lm_eval.simple_evaluate(model=lm, tasks=[config], task_manager=manager, num_fewshot=shots,
                                       limit=task.get("limit"), bootstrap_iters=int(task.get("bootstrap_iters", 1000)),
-                                      log_samples=False, verbosity="WARNING")
+                                      log_samples=bool(task.get("log_samples")), verbosity="WARNING")
     rows = rows_from_results(results, name)
     rows += [{"metric": "tokens_computed", "value": lm.stats["tokens_computed"] - before["tokens_computed"], "n": 1},
              {"metric": "prefix_tokens_saved", "value": lm.stats["prefix_tokens_saved"] - before["prefix_tokens_saved"],
               "n": 1}]
-    return UnitResult(rows, files={f"lm_eval/{session.model.name}/{name}_{shots}shot.json": results_json(results)})
+    return UnitResult(rows, files=lm_eval_files(results, session.model.name, name, f"{shots}-shot"))
+
+
+def skip(reason: str):
+    def measure(budget):
+        raise SkipUnit(reason)
+
+    return measure
 
 
 @register("lm_eval")
 def units(model, task) -> list[Unit]:
-    import logging
+    from rwkvbench.evals.lm_eval_adapter import quiet_lm_eval
 
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    configs = _task_configs(task)  # all data checked before anything runs
+    quiet_lm_eval()
+    configs, skipped = _task_configs(task)  # all data checked before anything runs
     session = _Session(model, task, configs)
     shots = int(task.get("num_fewshot") or 0)
     batch = session.get_batch_size()
-    out = []
+    # a task without data here: a `skipped` row that says why (it runs once its data is there)
+    out = [Unit(key={"suite": "quality", "task": name, "variant": f"{shots}-shot", "batch_size": batch},
+                params={"skipped": reason}, label=name, measure=skip(reason)) for name, reason in skipped.items()]
     for name, config in configs.items():
         params = {"limit": task.get("limit"), "num_fewshot": shots, "bootstrap_iters": task.get("bootstrap_iters", 1000),
-                  "config": config_identity(config), "data": _data_hashes(config)}
+                  "config": config_identity(config), "data": _data_hashes(config),
+                  **({"log_samples": True} if task.get("log_samples") else {})}
         out.append(Unit(key={"suite": "quality", "task": name, "variant": f"{shots}-shot", "batch_size": batch},
                         params=params, label=name,
                         measure=lambda budget, name=name, config=config: measure(session, name, config, shots)))

@@ -4,7 +4,7 @@
 everything else (float64, which is for references, and single steps) to the plain PyTorch code. The WKV
 kernel has a backward (kernels/wkv_cuda.py); the layer norm + token shift kernel has none, so a call that
 autograd records takes its reference. RWKVBENCH_WKV=cuda|reference forces one path ("cuda" raises if the
-kernel cannot be built); the default is auto.
+kernel cannot run: no CUDA tensor, or no build); the default is auto.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ def kernel_choice() -> str:
 
 def use_cuda_kernel(k: torch.Tensor) -> bool:
     choice = kernel_choice()
+    if choice == "cuda" and not k.is_cuda:  # forced: never a silent fallback
+        from rwkvbench.errors import ConfigError
+
+        raise ConfigError(f"{KERNEL_ENV}=cuda forces the CUDA kernel, but the model runs on {k.device}; "
+                          f"run it on a CUDA device or use auto/reference")
     if choice == "reference" or not k.is_cuda or k.dtype == torch.float64:
         return False
     from rwkvbench.kernels.cuda_build import load_extension

@@ -169,7 +169,48 @@ def checkpoint_id(path) -> str:
 
 
 # ---- reading files ------------------------------------------------------------------------------------
+def _show(head: bytes) -> str:
+    """The first bytes of a file as a reader would describe them: text if they decode, else hex."""
+    try:
+        text = head.decode("utf-8")
+        if all(c.isprintable() or c in "\n\r\t" for c in text):
+            return f"text {text[:48]!r}"
+    except UnicodeDecodeError:
+        pass
+    return f"bytes {head[:16].hex(' ')}"
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why the file's first bytes rule out a PyTorch checkpoint, or None when they may be one: torch.save
+    writes a zip archive (PK..) or, before PyTorch 1.6, a pickle stream (0x80 = pickle PROTO)."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    if not head:
+        return "empty file (0 bytes), not a PyTorch checkpoint"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    return f"not a PyTorch checkpoint (neither a zip archive nor a pickle); it starts with {_show(head)}"
+
+
+def _load_failure(path: Path, e: Exception) -> str:
+    """torch.load's exception as one line: what is wrong with the file, never torch's advice to turn
+    weights_only off (that would execute whatever the file contains)."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" (e.g. {found.group(1)})" if found else ""
+        return (f"contains pickled Python objects beyond tensors{what}; rwkvbench loads weights only and refuses to "
+                f"execute them (re-save just the tensors, as a state dict or safetensors, where you trust the file)")
+    if isinstance(e, EOFError) or "central directory" in text or "truncated" in text.lower():
+        return "not a readable PyTorch checkpoint: truncated or corrupt (the file ends early)"
+    reason = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"not a readable PyTorch checkpoint (truncated or not a checkpoint): {reason}"
+
+
 def _torch_load(path: Path) -> dict:
+    why = _not_a_checkpoint(path)
+    if why:
+        raise CheckpointError(f"{path}: {why}")
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -178,10 +219,13 @@ def _torch_load(path: Path) -> dict:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint): {reason}") from None
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+        raise CheckpointError(f"{path}: {_load_failure(path, e)}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, found a {type(obj).__name__}")
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: expected a state dict of tensors, but key {key!r} holds a "
+                                  f"{type(value).__name__}")
     return obj
 
 
@@ -230,21 +274,41 @@ def read_rwkv4(path) -> tuple[dict, RWKV4Shape]:
     return sd, shape
 
 
-def resolve_rwkv4(path: str | None, hub_repo: str | None, hub_file: str | None) -> Path:
-    """A local path wins; otherwise download (and cache) from the hub."""
+def resolve_rwkv4(path: str | None, hub_repo: str | None, hub_file: str | None, download: bool = True) -> Path | None:
+    """A local path wins; otherwise the hub's copy: from the local cache, else downloaded (and cached).
+    download=False only checks that it can be had (None: not cached, the hub is reachable)."""
     if path:
-        return Path(path).expanduser()
+        local = Path(path).expanduser()
+        if not local.exists():
+            raise CheckpointError(f"{path}: no such file or folder (path= a BlinkDL .pth file or a Hugging Face folder)")
+        return local
     if not hub_repo:
         raise CheckpointError("no checkpoint: give path= (a local .pth file or Hugging Face folder) or a hub repo")
     from huggingface_hub import hf_hub_download, snapshot_download
 
+    from rwkvbench.models.hub import hub_unreachable
+
+    where = f"{hub_repo}/{hub_file or ''}"
+    patterns = ["*.json", "*.safetensors", "*.bin"]
+    try:
+        if hub_file:
+            return Path(hf_hub_download(hub_repo, hub_file, local_files_only=True))
+        return Path(snapshot_download(hub_repo, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # noqa: BLE001  (not in the cache)
+        pass
+    why = hub_unreachable()
+    if why:
+        raise CheckpointError(f"{where}: not in the local cache and the hub is unreachable ({why}); give path= a "
+                              f"local checkpoint")
+    if not download:
+        return None
     try:
         if hub_file:
             return Path(hf_hub_download(hub_repo, hub_file))
-        return Path(snapshot_download(hub_repo, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
-    except Exception as e:  # noqa: BLE001  (offline, or the hub refused)
-        raise CheckpointError(f"{hub_repo}/{hub_file or ''}: not cached and the hub is unreachable "
-                              f"({type(e).__name__}); give path= a local checkpoint") from None
+        return Path(snapshot_download(hub_repo, allow_patterns=patterns))
+    except Exception as e:  # noqa: BLE001  (the hub refused: missing repo, rate limit, proxy, ...)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{where}: download failed ({type(e).__name__}: {first}); give path= a local checkpoint") from None
 
 
 # ---- writing (tests, conversion) ----------------------------------------------------------------------

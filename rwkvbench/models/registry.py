@@ -2,28 +2,71 @@
 
 from __future__ import annotations
 
+import difflib
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rwkvbench.config import load_option
+from rwkvbench.errors import ConfigError
 from rwkvbench.models.base import SequenceModel
 from rwkvbench.models.tokenizer import load_tokenizer
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
+# The keys a model config (and load_model's keywords) may have, per family (conf/model/*.yaml).
+_COMMON_KEYS = ("name", "family", "matched", "init", "path", "arch", "tokenizer", "tokenizer_path", "dtype", "device",
+                "seed")
+MODEL_KEYS = {"rwkv4": _COMMON_KEYS + ("source",), "hf": _COMMON_KEYS + ("hub_id",)}
+INITS = ("pretrained", "random")
+
+
+def check_model_keys(keys, family: str, where: str, also_valid=(), noun: str = "keyword") -> None:
+    """Each key must be one the family's configs know; `where` names the culprit (a config, a call)."""
+    if family not in MODEL_KEYS:
+        raise ConfigError(f"{where}: unknown family {family!r}; valid: {', '.join(MODEL_KEYS)}")
+    valid = MODEL_KEYS[family] + tuple(also_valid)
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown {noun} {key!r}{hint}; valid for family {family!r}: "
+                              f"{', '.join(sorted(valid))}")
+
+
+def _no_cuda_reason() -> str:
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is built without CUDA"
+    return "torch sees no CUDA device (driver, CUDA_VISIBLE_DEVICES?)"
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """auto: CUDA where there is a device, else CPU. An explicit device must exist here."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r}: not a device; expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device}: no CUDA here ({_no_cuda_reason()}); use device=cpu or device=auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device}: only {torch.cuda.device_count()} CUDA device(s) here "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device={device}: MPS is not available here; use device=cpu or device=auto")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device={device!r}: unsupported device type; expected auto, cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     if dtype in (None, "auto"):
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        raise ConfigError(f"dtype={dtype!r}: unknown dtype; valid: auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -36,9 +79,14 @@ def model_config(name_or_cfg, **overrides) -> DictConfig:
 
 def load_model(name, **overrides) -> SequenceModel:
     """Load a model by config name ("rwkv4_1b5", "pythia_1b4", "rwkv4_tiny"), or by family ("rwkv4", "hf")
-    with path= a local checkpoint or hub id. Overrides: path, device, dtype, init ("pretrained"|"random"),
-    seed, tokenizer_path."""
-    cfg = model_config(name, **overrides)
+    with path= a local checkpoint or hub id. Overrides: any key of the model's config (MODEL_KEYS): path,
+    device, dtype, init ("pretrained"|"random"), seed, tokenizer_path, ..."""
+    base = model_config(name)
+    where = f"load_model({name!r})" if isinstance(name, str) else f"model {base.get('name')!r}"
+    check_model_keys(overrides, base.get("family"), where)
+    cfg = model_config(base, **overrides)
+    if cfg.get("init") not in INITS:
+        raise ConfigError(f"model {cfg.name!r}: init={cfg.get('init')!r}; valid: {', '.join(INITS)}")
     device = resolve_device(cfg.get("device"))
     dtype = resolve_dtype(cfg.get("dtype"), device)
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.get("tokenizer_path"))
@@ -51,8 +99,8 @@ def load_model(name, **overrides) -> SequenceModel:
 
         model = build_hf_model(cfg, tokenizer, dtype, device)
     else:
-        raise ValueError(f"model {cfg.name!r}: unknown family {cfg.family!r}; expected 'rwkv4' or 'hf'")
+        raise ConfigError(f"model {cfg.name!r}: unknown family {cfg.family!r}; expected 'rwkv4' or 'hf'")
     if model.vocab_size < tokenizer.vocab_size:
-        raise ValueError(f"model {cfg.name!r}: tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the "
+        raise ConfigError(f"model {cfg.name!r}: tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the "
                          f"model's head has only {model.vocab_size} rows")
     return model

@@ -3,10 +3,13 @@ one for tiny test models, so the offline default needs no download."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 from typing import Protocol
+
+from rwkvbench.errors import ConfigError, DataError
 
 NEOX20B_HUB_REPO = "EleutherAI/gpt-neox-20b"
 # GPT-NeoX-20B's vocabulary (RWKV-4-Pile heads have exactly this many rows; Pythia pads to 50304+).
@@ -53,7 +56,7 @@ class HFTokenizer:
                 spec["added_tokens"] = [t for t in spec.get("added_tokens", []) if t["id"] < max_vocab]
             self._tok = _Tok.from_str(json.dumps(spec))
         except Exception as e:  # tokenizers raises a bare Exception with a serde message
-            raise ValueError(f"{path}: not a readable tokenizers JSON file ({e})") from None
+            raise DataError(f"{path}: not a readable tokenizers JSON file ({e})") from None
         self.name = name
         self.path = str(path)
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
@@ -71,21 +74,54 @@ class HFTokenizer:
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
 
+TOKENIZERS = ("neox20b", "bytes")
+
+
+def tokenizer_file(name: str = "neox20b", path: str | None = None) -> Path | None:
+    """The file a tokenizer reads (None for the byte tokenizer, which reads none): `path`, else
+    $RWKVBENCH_NEOX_TOKENIZER, else the hub's copy (cached, or downloaded where the hub is reachable).
+    Cheap, so a run can check it before any model loads; each failure is one line."""
+    if name == "bytes":
+        if path:
+            raise ConfigError(f"tokenizer_path={path}: this model uses the byte tokenizer (tokenizer: bytes), which "
+                              f"reads no file; drop tokenizer_path or choose a model with tokenizer: neox20b")
+        return None
+    if name != "neox20b":
+        raise ConfigError(f"tokenizer: unknown tokenizer {name!r}; valid: {', '.join(TOKENIZERS)}")
+    given = path or os.environ.get(NEOX20B_ENV)
+    if given:
+        file = Path(given).expanduser()
+        if not file.is_file():
+            source = "tokenizer_path" if path else f"${NEOX20B_ENV}"
+            raise DataError(f"{source}={given}: no such file (expected the GPT-NeoX-20B tokenizer JSON, "
+                            f"e.g. 20B_tokenizer.json)")
+        return file
+    return _hub_tokenizer_file()
+
+
+@functools.cache
+def _hub_tokenizer_file() -> Path:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    from rwkvbench.models.hub import hub_unreachable
+
+    cached = try_to_load_from_cache(NEOX20B_HUB_REPO, "tokenizer.json")
+    if isinstance(cached, str):
+        return Path(cached)
+    why = hub_unreachable()
+    if why:
+        raise DataError(f"GPT-NeoX-20B tokenizer: not in the local cache and the hub is unreachable ({why}); give "
+                        f"tokenizer_path= a 20B_tokenizer.json or set ${NEOX20B_ENV}")
+    try:
+        return Path(hf_hub_download(NEOX20B_HUB_REPO, "tokenizer.json"))
+    except Exception as e:  # noqa: BLE001  (the hub refused: rate limit, proxy, ...)
+        raise DataError(f"GPT-NeoX-20B tokenizer: download from {NEOX20B_HUB_REPO} failed ({type(e).__name__}); give "
+                        f"tokenizer_path= a 20B_tokenizer.json or set ${NEOX20B_ENV}") from None
+
+
 def load_tokenizer(name: str = "neox20b", path: str | None = None) -> Tokenizer:
     """name: "bytes" | "neox20b". For neox20b: `path`, else $RWKVBENCH_NEOX_TOKENIZER, else the hub."""
-    if name == "bytes":
+    file = tokenizer_file(name, path)
+    if file is None:
         return ByteTokenizer()
-    if name != "neox20b":
-        raise ValueError(f"unknown tokenizer {name!r}; expected 'neox20b' or 'bytes'")
-    path = path or os.environ.get(NEOX20B_ENV)
-    if path is None:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            path = hf_hub_download(NEOX20B_HUB_REPO, "tokenizer.json")
-        except Exception as e:  # noqa: BLE001  (offline, or the hub refused)
-            raise FileNotFoundError(f"GPT-NeoX-20B tokenizer: not cached and the hub is unreachable ({type(e).__name__}); "
-                                    f"give tokenizer_path= a 20B_tokenizer.json or set ${NEOX20B_ENV}") from None
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: tokenizer file not found (expected the GPT-NeoX-20B tokenizer JSON)")
-    return HFTokenizer(path, name="neox20b", max_vocab=NEOX20B_VOCAB)
+    return HFTokenizer(file, name="neox20b", max_vocab=NEOX20B_VOCAB)
