@@ -77,6 +77,9 @@ class Unit:
     params: dict = field(default_factory=dict)
     label: str = ""
     seconds: float | None = None  # this unit's own time allowance (None: only the run's deadline)
+    # Called with the stored rows of a unit kept from an earlier run, so that an evaluator which learns
+    # from earlier points (a sweep's time and memory trend) learns from kept ones too.
+    kept: Callable[[list[dict]], None] | None = None
 
     def fingerprint(self, identity: dict) -> str:
         """A hash of everything that determines this unit's numbers."""
@@ -141,6 +144,9 @@ def run_units(model, units: Iterable[Unit], writer, *, max_minutes: float | None
         fp = unit.fingerprint(identity)
         if fp in writer.done_fingerprints():
             counts["reused"] += 1
+            if unit.kept is not None:
+                stored = writer.read()
+                unit.kept(stored[stored.fingerprint == fp].to_dict("records"))
             continue
         bar.set_postfix_str(unit.label or "", refresh=True)
         files: dict = {}

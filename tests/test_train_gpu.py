@@ -48,11 +48,16 @@ def test_compiled_steps_equal_eager_steps(family):
     compiled, w_compiled = steps(family, True, torch.float32)
     eager, w_eager = steps(family, False, torch.float32)
     assert all(abs(a - b) <= 1e-4 * b for a, b in zip(compiled, eager)), (compiled, eager)
+    lr, n = 2e-3, len(eager)
     for name in w_eager:
-        # Adam divides by sqrt(v): rounding in a near-zero gradient moves that one weight by up to lr, so the
-        # weights are compared as whole tensors (max-element error reached 1.0004e-2 on an H200).
+        # Adam divides by sqrt(v): rounding in a near-zero gradient moves that one weight by up to lr a step, so
+        # the weights are compared as whole tensors (max-element error reached 1.0004e-2 on an H200). A wrong
+        # gradient moves every element by ~lr a step; rounding flips a few. Zero-initialised biases have too
+        # small a norm for a relative bound (2.1e-3 on an H200), so the RMS difference is held to 1% of lr*steps.
         a, b = w_compiled[name].double(), w_eager[name].double()
-        assert ((a - b).norm() / b.norm()).item() <= 2e-3, name
+        rel = ((a - b).norm() / b.norm()).item()
+        rms = (a - b).pow(2).mean().sqrt().item()
+        assert rel <= 2e-3 or rms <= 0.01 * lr * n, (name, rel, rms)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -72,6 +77,7 @@ def test_trainer_end_to_end_compiled_bf16(tmp_path, family):
                                            "tokenizer_path": None, "cache_dir": str(tmp_path / "cache"), "workers": 1}),
                          256, 0)
     recipe = OmegaConf.to_container(load_option("train/family", family), resolve=True)
+    recipe["max_epochs"] = 3.0  # 40 steps on this slice is 2.5 passes over it; the test is about the trainer, not the data
     spec = RunSpec(family=family, size="gpu", n_layer=2, n_embd=128, tokens=40 * 8 * 256, batch_size=8, lr=2e-3,
                    recipe=recipe, context_len=256, eval_points=3, eval_tokens=4096)
     writer = ResultsWriter(tmp_path / "out")

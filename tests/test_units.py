@@ -143,3 +143,45 @@ def test_nan_checkpoint_is_one_error_naming_the_tensor(tmp_path):
     ck.save_blinkdl(sd, tmp_path / "nan.pth")
     with pytest.raises(ck.CheckpointError, match=r"nan.pth: tensor 'blocks.1.att.key.weight' has 1 non-finite"):
         load_model("rwkv4", path=str(tmp_path / "nan.pth"), tokenizer="bytes", device="cpu")
+
+
+def test_a_kept_unit_hands_its_stored_rows_to_its_evaluator(tmp_path, tiny):
+    run_units(tiny, [counting_unit([], value=3.0)], ResultsWriter(tmp_path))
+    seen = []
+    unit = counting_unit([], value=3.0)
+    unit.kept = seen.extend
+    assert run_units(tiny, [unit], ResultsWriter(tmp_path))["reused"] == 1
+    assert [(r["metric"], r["value"], r["context_len"]) for r in seen] == [("x", 3.0, 8)]
+
+
+def test_efficiency_trend_extrapolates_time_as_a_power_law_and_memory_linearly():
+    from rwkvbench.evals.efficiency import Trend
+
+    trend = Trend(torch.device("cpu"))
+    # quadratic growth between 1K and 4K (attention): 16K is predicted 16x the 4K time, not 4x
+    trend.learn(1024, 1, [{"metric": "prefill_ms", "value": 100.0}])
+    trend.learn(4096, 1, [{"metric": "prefill_ms", "value": 1600.0}])
+    seconds, how = trend.predicted_seconds(16384, 1)
+    assert seconds == pytest.approx(25.6) and "context^2.00" in how
+    trend.check(16384, 1, Budget(60))  # warm-up and one timed prefill: 51 s
+    with pytest.raises(SkipUnit, match="predicted to take 26 s"):
+        trend.check(16384, 1, Budget(20))
+    # sub-linear growth (a fixed overhead) is extrapolated linearly, never below
+    trend.learn(1024, 8, [{"metric": "prefill_ms", "value": 100.0}])
+    trend.learn(4096, 8, [{"metric": "prefill_ms", "value": 200.0}])
+    assert trend.predicted_seconds(16384, 8)[0] == pytest.approx(0.8)
+    # memory: a peak growing linearly in context past the device is an oom row before it runs; past 85%, skipped
+    trend.memory = 100 * 2**30
+    trend.learn(1024, 2, [{"metric": "prefill_peak_bytes", "value": 10 * 2**30}])
+    trend.learn(2048, 2, [{"metric": "decode_peak_bytes", "value": 40 * 2**30}])
+    trend.check(3072, 2, Budget(None))  # 70 GiB fits
+    with pytest.raises(SkipUnit, match="near the memory limit: a peak of 85 GiB") as e:
+        trend.check(3600, 2, Budget(None))
+    assert e.value.metric == "skipped"
+    with pytest.raises(SkipUnit, match="predicted out of memory: a peak of 130 GiB") as e:
+        trend.check(5120, 2, Budget(None))
+    assert e.value.metric == "oom"
+    # a kept oom row stops longer contexts of its batch size
+    trend.learn(8192, 4, [{"metric": "oom", "value": 1.0}])
+    with pytest.raises(SkipUnit, match="ran out of memory at the shorter context 8192"):
+        trend.check(16384, 4, Budget(None))

@@ -9,14 +9,18 @@ and of decode next to the weights' bytes. Times are medians with their standard 
 
 Budgets hold: each point gets `max_seconds_per_point` for its warm-up, prefill repeats (60%) and decode
 steps (the rest), doing fewer repeats when a run is slow; a point predicted to need more than that for a
-single prefill (linear in tokens from the last point of its batch size), or beyond `max_context_len` on
-this device, becomes a `skipped` row, and so does everything left when the run's `max_minutes` is up; a
-point whose state (KV cache), extrapolated linearly from the last two points, would not fit beside the
-weights in the device's memory becomes an `oom` row whose note says it was predicted.
+single prefill (a power law through the last two points of its batch size, exponent at least 1), or
+beyond `max_context_len` on this device, becomes a `skipped` row, and so does everything left when the
+run's `max_minutes` is up; a point whose peak memory, extrapolated linearly from the last two points,
+would not fit in the device's memory becomes an `oom` row whose note says it was predicted (over 85% of
+it: a `skipped` row, too close to call). Points
+kept from an earlier run teach the same trend as points measured now.
 Those three keys may be given per device type ({cpu: ..., cuda: ...}).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -25,6 +29,7 @@ from rwkvbench.timing import repeat_ms, timing_rows
 from rwkvbench.units import Budget, SkipUnit, Unit, is_oom, for_device
 
 PREFILL_SHARE = 0.6  # of a point's budget; the decode steps get the rest
+MEMORY_SHARE = 0.85  # of the device's memory a point's predicted peak may use; past it, too close to call
 
 
 def _peak_reset(device):
@@ -44,36 +49,70 @@ def _sync(device):
 
 
 class Trend:
-    """What earlier points of one batch size showed, to skip a point that cannot fit before trying it:
-    the last prefill time, the state's size against context, and where memory ran out."""
+    """What earlier points of one batch size showed (measured in this run or kept from an earlier one), to
+    skip a point that cannot fit before trying it: prefill time and peak memory against context, and where
+    memory ran out."""
 
     def __init__(self, device):
-        self.last: dict[int, tuple[int, float]] = {}  # batch -> (context, seconds of one prefill)
-        self.states: dict[int, list[tuple[int, int]]] = {}  # batch -> [(context, state bytes)]
+        self.times: dict[int, list[tuple[int, float]]] = {}  # batch -> [(context, seconds of one prefill)]
+        self.peaks: dict[int, list[tuple[int, float]]] = {}  # batch -> [(context, peak bytes of the point)]
         self.oom_at: dict[int, int] = {}  # batch -> shortest context that ran out of memory
         self.memory = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
 
-    def check(self, L: int, B: int, budget: Budget, weights_bytes: int) -> None:
+    def learn(self, L: int, B: int, rows: list[dict]) -> None:
+        """Take a measured point's rows (or a kept point's: an `oom` row marks where memory ran out)."""
+        value = {r["metric"]: r["value"] for r in rows}
+        if "oom" in value:
+            self.oom_at[B] = min(L, self.oom_at.get(B, L))
+        if value.get("prefill_ms") is not None:
+            _insert(self.times.setdefault(B, []), L, value["prefill_ms"] / 1e3)
+        peaks = [value[k] for k in ("prefill_peak_bytes", "decode_peak_bytes") if value.get(k) is not None]
+        if peaks:
+            _insert(self.peaks.setdefault(B, []), L, max(peaks))
+
+    def predicted_seconds(self, L: int, B: int) -> tuple[float, str] | None:
+        """One prefill at L, a power law through the last two points below L (exponent at least 1: attention
+        grows faster than linear once it dominates), or linear from one point."""
+        points = [p for p in self.times.get(B, []) if p[0] < L]
+        if not points:
+            return None
+        L2, s2 = points[-1]
+        k = 1.0
+        if len(points) >= 2:
+            L1, s1 = points[-2]
+            if s1 > 0 and s2 > 0:
+                k = max(1.0, math.log(s2 / s1) / math.log(L2 / L1))
+        return s2 * (L / L2) ** k, f"{s2:.2f} s at {L2} tokens, scaled as context^{k:.2f}"
+
+    def check(self, L: int, B: int, budget: Budget) -> None:
         if B in self.oom_at and L > self.oom_at[B]:
             raise SkipUnit(f"batch {B} ran out of memory at the shorter context {self.oom_at[B]}")
-        if B in self.last:
-            L0, s0 = self.last[B]
-            predicted = s0 * L / L0  # one prefill, linear in tokens (a lower bound for attention)
-            if L > L0 and budget.seconds is not None and predicted > budget.seconds:
-                raise SkipUnit(f"one prefill predicted to take {predicted:.0f} s (linear from {s0:.2f} s at {L0} "
-                               f"tokens) > max_seconds_per_point={budget.seconds:g}")
-            if L > L0 and 2 * predicted > budget.remaining():  # the warm-up and one timed run must fit
-                raise SkipUnit(f"two prefills predicted to take {2 * predicted:.0f} s (linear from {s0:.2f} s at "
-                               f"{L0} tokens), more than the {max(budget.remaining(), 0):.0f} s left of the run's "
-                               f"max_minutes")
-        points = self.states.get(B, [])
+        guess = self.predicted_seconds(L, B)
+        if guess is not None:
+            predicted, how = guess
+            if budget.seconds is not None and predicted > budget.seconds:
+                raise SkipUnit(f"one prefill predicted to take {predicted:.0f} s ({how}) > "
+                               f"max_seconds_per_point={budget.seconds:g}")
+            if 2 * predicted > budget.remaining():  # the warm-up and one timed run must fit
+                raise SkipUnit(f"two prefills predicted to take {2 * predicted:.0f} s ({how}), more than the "
+                               f"{max(budget.remaining(), 0):.0f} s left of the run's max_minutes")
+        points = [p for p in self.peaks.get(B, []) if p[0] < L]
         if self.memory is not None and len(points) >= 2:
-            (L1, s1), (L2, s2) = points[-2:]
-            state = s2 + (L - L2) * (s2 - s1) / (L2 - L1)  # a KV cache grows linearly, a recurrent state not
-            if weights_bytes + state > self.memory:
-                raise SkipUnit(f"predicted out of memory: a state of {state / 2**30:.0f} GiB (linear in context "
-                               f"from {L1} and {L2} tokens) and {weights_bytes / 2**30:.1f} GiB of weights exceed "
-                               f"the device's {self.memory / 2**30:.0f} GiB", metric="oom")
+            (L1, m1), (L2, m2) = points[-2:]
+            peak = m2 + (L - L2) * (m2 - m1) / (L2 - L1)  # a KV cache and attention's activations grow linearly
+            what = (f"a peak of {peak / 2**30:.0f} GiB (linear in context from {L1} and {L2} tokens) of the "
+                    f"device's {self.memory / 2**30:.0f} GiB")
+            if peak > self.memory:
+                raise SkipUnit(f"predicted out of memory: {what}", metric="oom")
+            if peak > MEMORY_SHARE * self.memory:
+                # Measured on an H200: a point this close to the limit ran for minutes (allocator retries), past
+                # any budget, and a GPU call cannot be interrupted. Not an oom: it might fit.
+                raise SkipUnit(f"predicted near the memory limit: {what}, over {MEMORY_SHARE:.0%}")
+
+
+def _insert(points: list[tuple[int, float]], L: int, value: float) -> None:
+    """Keep (context, value) points sorted by context, one per context."""
+    points[:] = sorted({**dict(points), L: value}.items())
 
 
 def measure_prefill(model, ids, repeats: int, budget: Budget) -> tuple[list[dict], tuple]:
@@ -124,15 +163,15 @@ def measure_decode(model, logits, state, steps: int, warmup: int, budget: Budget
 
 
 def measure_point(model, L: int, B: int, task, trend: Trend, budget: Budget) -> list[dict]:
-    trend.check(L, B, budget, model.weights_nbytes)
+    trend.check(L, B, budget)
     g = torch.Generator().manual_seed(int(task.get("seed", 0)))
     ids = torch.randint(0, model.tokenizer.vocab_size, (B, L), generator=g).to(model.device)
     try:
         rows, (logits, state) = measure_prefill(model, ids, int(task.repeats), budget)
         prefill_path = model.prefill_config
-        trend.last[B] = (L, next(r["value"] for r in rows if r["metric"] == "prefill_ms") / 1e3)
+        trend.learn(L, B, rows)
         rows += measure_decode(model, logits, state, int(task.decode_steps), int(task.warmup), budget)
-        trend.states.setdefault(B, []).append((L, next(r["value"] for r in rows if r["metric"] == "state_bytes")))
+        trend.learn(L, B, rows)
     except Exception as e:
         if is_oom(e):
             trend.oom_at[B] = min(L, trend.oom_at.get(B, L))
@@ -159,5 +198,6 @@ def units(model, task) -> list[Unit]:
                 def measure(budget, L=L, B=B):
                     return measure_point(model, L, B, task, trend, budget)
             out.append(Unit(key={"suite": "efficiency", "task": task.name, "context_len": L, "batch_size": B},
-                            measure=measure, params=params, label=f"B={B} T={L}", seconds=seconds))
+                            measure=measure, params=params, label=f"B={B} T={L}", seconds=seconds,
+                            kept=lambda rows, L=L, B=B: trend.learn(L, B, rows)))
     return out
