@@ -77,9 +77,9 @@ def test_trainer_end_to_end_compiled_bf16(tmp_path, family):
                                            "tokenizer_path": None, "cache_dir": str(tmp_path / "cache"), "workers": 1}),
                          256, 0)
     recipe = OmegaConf.to_container(load_option("train/family", family), resolve=True)
-    recipe["max_epochs"] = 3.0  # 40 steps on this slice is 2.5 passes over it; the test is about the trainer, not the data
     spec = RunSpec(family=family, size="gpu", n_layer=2, n_embd=128, tokens=40 * 8 * 256, batch_size=8, lr=2e-3,
-                   recipe=recipe, context_len=256, eval_points=3, eval_tokens=4096)
+                   recipe=recipe, context_len=256, eval_points=3, eval_tokens=4096,
+                   max_epochs=3.0)  # 40 steps are 2.5 passes over this slice: the test is about the trainer
     writer = ResultsWriter(tmp_path / "out")
     assert train_run(spec, corpus, tmp_path / "out", writer, torch.device("cuda"))
     table = training_table(writer.read())
