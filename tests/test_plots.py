@@ -156,10 +156,14 @@ def test_recall_axes_per_parameter_and_oom_marker():
     figs = plot_recall(fx.recall_rows())
     mqar = figs["recall_mqar"]
     assert [ax.get_xlabel() for ax in visible_axes(mqar)] == ["context length (tokens)", "pairs",
-                                                              "state / KV-cache bytes held"]
+                                                              "state / KV-cache bytes held"] * 2  # two scores
     passkey = figs["recall_passkey"]
     titles = [ax.get_title() for ax in visible_axes(passkey)]
     assert any("order=question_first" in t for t in titles) and any("order=question_last" in t for t in titles)
+    # one row of panels per score and order; the evaluator's diagnostics (log-probs, wall time) are not scores
+    assert len([t for t in titles if "exact match" in t]) == 2 * 3
+    assert len([t for t in titles if "token accuracy" in t]) == 2 * 3 and len(titles) == 4 * 3
+    assert not any(w in t for t in titles for w in ("logprob", "wall_seconds", "context_tokens"))
     context_panels = [ax for ax in visible_axes(passkey) if ax.get_xlabel() == "context length (tokens)"]
     for ax in context_panels:
         assert any(1048576.0 in {float(x) for x, _ in c.get_offsets()} for c in ax.collections)

@@ -13,7 +13,9 @@ import pandas as pd
 from rwkvbench.plots import style
 
 REQUIRED = ["model", "family", "task", "context_len", "metric", "value"]
-SCORES = {"acc": "accuracy", "exact_match": "exact match", "token_acc": "token accuracy"}
+# the scores drawn (evals/probes/scoring.py); the other rows (answer log-probs, context tokens, wall time,
+# entries) are diagnostics that stay in the tables
+SCORES = {"exact_match": "exact match", "token_accuracy": "token accuracy", "acc": "accuracy"}
 PROBE_ORDER = ["copy", "phonebook", "mqar", "passkey"]
 X_LABELS = {"context_len": "context length (tokens)", "state_bytes": "state / KV-cache bytes held"}
 
@@ -114,7 +116,7 @@ def _figure(rows: pd.DataFrame, state: pd.DataFrame, status: pd.DataFrame, task:
         has_state = rows.state_bytes.notna().any()
     num_cols = [f"p:{c}" for c in numeric]
     xs = ["context_len"] + num_cols + (["state_bytes"] if has_state else [])
-    metrics = [m for m in SCORES if (rows.metric == m).any()] + sorted(set(rows.metric) - set(SCORES))
+    metrics = [m for m in SCORES if (rows.metric == m).any()]
     cat_cols = [f"p:{c}" for c in categorical]
     facets = [(m, combo) for m in metrics for combo in
               (sorted({tuple(r) for r in rows.loc[rows.metric == m, cat_cols].itertuples(index=False)}, key=str)
@@ -166,7 +168,7 @@ def plot_recall(df: pd.DataFrame) -> dict:
         t = rows[rows.task == task]
         state = t[t.metric == "state_bytes"]
         status = t[t.metric.isin(list(style.STATUS))]
-        scores = t[~t.metric.isin(["state_bytes"] + list(style.STATUS))]
+        scores = t[t.metric.isin(list(SCORES))]
         if scores.empty:
             continue
         figures[f"recall_{task}"] = _figure(scores, state, status, task)
