@@ -88,6 +88,7 @@ def test_fifty_steps_on_the_corpus_and_the_loss_falls(tmp_path, corpus, family):
     assert final.flops == pytest.approx(final.tokens * 6 * final.params_total, rel=0.1)
     rows = read_results(tmp_path)
     assert set(rows.suite) == {"train"} and set(rows.family) == {"rwkv" if family == "rwkv4" else "transformer"}
+    assert rows.device_name.notna().all() and (rows.device_name != "").all()  # the CPU or GPU, by name
 
 
 def test_killed_and_stopped_runs_resume_to_the_same_weights(tmp_path, corpus, monkeypatch):
