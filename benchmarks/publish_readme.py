@@ -1,5 +1,6 @@
-"""Rewrite the headline block of results/README.md from what is published there: each folder's headline
-figure, captioned with the GPU, dtype and weights its rows name, and the efficiency numbers at a glance.
+"""Rewrite the headline block of results/README.md, and of the project's README.md beside the results
+folder, from what is published there: each folder's headline figure, captioned with the GPU, dtype and
+weights its rows name, and the efficiency numbers at a glance.
 
     python benchmarks/publish_readme.py results
 
@@ -64,28 +65,38 @@ def efficiency_glance(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def headline(results: Path) -> list[str]:
+def headline(results: Path, prefix: str = "") -> list[str]:
+    """The block's lines; figure links relative to the README they go in (`prefix` + folder/figure)."""
     out = []
     for folder, figure, what in HEADLINES:
         csv, png = results / folder / "results.csv", results / folder / figure
         if not (csv.is_file() and png.is_file()):
             continue
         df = read_file(csv)
-        out += [f"![{what}]({folder}/{figure})", "", f"*{what}. Measured on {setup(df)}.*", ""]
+        out += [f"![{what}]({prefix}{folder}/{figure})", "", f"*{what}. Measured on {setup(df)}.*", ""]
         if folder == "efficiency_1b5":
             out += efficiency_glance(df) + [""]
     return out or ["(nothing published yet: run `benchmarks/publish_results.sh` on a GPU)", ""]
 
 
-def main(results: str) -> None:
-    readme = Path(results) / "README.md"
-    text = readme.read_text()
+def rewrite(readme: Path, lines: list[str], required: bool) -> None:
+    text = readme.read_text() if readme.is_file() else ""
     if START not in text or END not in text:
-        sys.exit(f"{readme}: no {START} ... {END} block to rewrite")
+        if required:
+            sys.exit(f"{readme}: no {START} ... {END} block to rewrite")
+        return
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(head + START + "\n" + "\n".join(headline(Path(results))) + END + tail)
+    readme.write_text(head + START + "\n" + "\n".join(lines) + END + tail)
     print(f"[publish] headline block of {readme} rewritten")
+
+
+def main(results: str) -> None:
+    results = Path(results)
+    rewrite(results / "README.md", headline(results), required=True)
+    # the project's README, when the results folder sits in a checkout whose README has the block
+    rewrite(results.resolve().parent / "README.md", headline(results, prefix=f"{results.resolve().name}/"),
+            required=False)
 
 
 if __name__ == "__main__":

@@ -195,16 +195,22 @@ def test_published_readme_headline_names_the_gpu(tmp_path):
     spec = importlib.util.spec_from_file_location("publish_readme", repo / "benchmarks" / "publish_readme.py")
     publish = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(publish)
-    (tmp_path / "README.md").write_text((repo / "results" / "README.md").read_text())
-    publish.main(str(tmp_path))
-    assert "nothing published yet" in (tmp_path / "README.md").read_text()
-    folder = tmp_path / "efficiency_1b5"
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "README.md").write_text((repo / "results" / "README.md").read_text())
+    (tmp_path / "README.md").write_text(f"# project\n\n{publish.START}\nold\n{publish.END}\n\n## Quick start\n")
+    publish.main(str(results))
+    assert "nothing published yet" in (results / "README.md").read_text()
+    folder = results / "efficiency_1b5"
     folder.mkdir()
     fx.efficiency_rows().to_csv(folder / "results.csv", index=False)
     (folder / "efficiency.png").write_bytes(b"\x89PNG")
-    publish.main(str(tmp_path))
-    text = (tmp_path / "README.md").read_text()
+    publish.main(str(results))
+    text = (results / "README.md").read_text()
     assert "![Prefill, decode per token" in text and "(efficiency_1b5/efficiency.png)" in text
     assert "Measured on NVIDIA H200; float16; random weights." in text
     assert "| rwkv4_1b5 |" in text and "| 256K |" in text  # Pythia's first out-of-memory context
+    project = (tmp_path / "README.md").read_text()  # the project's README: same block, links into results/
+    assert "(results/efficiency_1b5/efficiency.png)" in project and "old" not in project
+    assert project.endswith("## Quick start\n") and "Measured on NVIDIA H200" in project
     assert text.count(publish.START) == 1 and "## Files" in text  # only the block changed

@@ -87,15 +87,7 @@ class Trend:
     def check(self, L: int, B: int, budget: Budget) -> None:
         if B in self.oom_at and L > self.oom_at[B]:
             raise SkipUnit(f"batch {B} ran out of memory at the shorter context {self.oom_at[B]}")
-        guess = self.predicted_seconds(L, B)
-        if guess is not None:
-            predicted, how = guess
-            if budget.seconds is not None and predicted > budget.seconds:
-                raise SkipUnit(f"one prefill predicted to take {predicted:.0f} s ({how}) > "
-                               f"max_seconds_per_point={budget.seconds:g}")
-            if 2 * predicted > budget.remaining():  # the warm-up and one timed run must fit
-                raise SkipUnit(f"two prefills predicted to take {2 * predicted:.0f} s ({how}), more than the "
-                               f"{max(budget.remaining(), 0):.0f} s left of the run's max_minutes")
+        # memory first: a point that cannot fit is an oom row, whatever its time would have been
         points = [p for p in self.peaks.get(B, []) if p[0] < L]
         if self.memory is not None and len(points) >= 2:
             (L1, m1), (L2, m2) = points[-2:]
@@ -105,9 +97,18 @@ class Trend:
             if peak > self.memory:
                 raise SkipUnit(f"predicted out of memory: {what}", metric="oom")
             if peak > MEMORY_SHARE * self.memory:
-                # Measured on an H200: a point this close to the limit ran for minutes (allocator retries), past
-                # any budget, and a GPU call cannot be interrupted. Not an oom: it might fit.
+                # Measured on an H200: a point this close to the limit ran for minutes, past any budget, and a
+                # GPU call cannot be interrupted. Not an oom: it might fit.
                 raise SkipUnit(f"predicted near the memory limit: {what}, over {MEMORY_SHARE:.0%}")
+        guess = self.predicted_seconds(L, B)
+        if guess is not None:
+            predicted, how = guess
+            if budget.seconds is not None and predicted > budget.seconds:
+                raise SkipUnit(f"one prefill predicted to take {predicted:.0f} s ({how}) > "
+                               f"max_seconds_per_point={budget.seconds:g}")
+            if 2 * predicted > budget.remaining():  # the warm-up and one timed run must fit
+                raise SkipUnit(f"two prefills predicted to take {2 * predicted:.0f} s ({how}), more than the "
+                               f"{max(budget.remaining(), 0):.0f} s left of the run's max_minutes")
 
 
 def _insert(points: list[tuple[int, float]], L: int, value: float) -> None:
