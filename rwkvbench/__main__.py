@@ -56,16 +56,21 @@ def main(cfg: DictConfig) -> None:
 
 
 def _run(cfg: DictConfig) -> None:
+    from rwkvbench import distributed
     from rwkvbench.run import run
 
-    out_dir = HydraConfig.get().runtime.output_dir
+    place = distributed.init()  # under torchrun: one process per GPU, all writing into rank 0's folder
+    out_dir = distributed.broadcast_object(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, out_dir)
     except KeyboardInterrupt:  # what finished is on disk: show it, then stop
         print("\n[rwkvbench] interrupted: results of the finished units follow", file=sys.stderr)
-        report(out_dir)
+        if place.is_main:
+            report(out_dir)
         sys.exit(130)
-    report(out_dir)
+    if place.is_main:
+        report(out_dir)
+    distributed.shutdown()
 
 
 # Lines of Hydra's and OmegaConf's messages that say nothing to someone at the command line.

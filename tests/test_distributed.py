@@ -1,0 +1,77 @@
+"""Data parallelism on CPU with the gloo backend: torchrun's environment, each rank's device, and a recall
+sweep sharded over two ranks (torchrun --nproc_per_node=2) giving the same rows as one process, none lost
+or duplicated."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rwkvbench import distributed
+from rwkvbench.config import conf_dir
+from rwkvbench.distributed import DistEnv
+from rwkvbench.errors import ConfigError
+from rwkvbench.results import read_results, read_runs
+from rwkvbench.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+# A copy sweep of two context lengths on both tiny models: four units, two per rank.
+SWEEP = ["task=copy", "device=cpu", "task.parts.0.context_lens=[64,128]", "task.parts.0.n_items=4",
+         "task.parts.0.kinds=[random]"]
+KEY = ["model", "suite", "task", "variant", "context_len", "batch_size", "metric"]
+
+
+def test_place_from_torchruns_environment(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.env() == DistEnv(0, 1, 0)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.env() == DistEnv(3, 4, 1) and not distributed.env().is_main
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ConfigError, match="RANK=4, WORLD_SIZE=4"):
+        distributed.env()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ConfigError, match="RANK='x'"):
+        distributed.env()
+
+
+def test_each_rank_gets_its_own_device():
+    two = DistEnv(1, 2, 1)
+    assert distributed.rank_device("cuda", two) == "cuda:1"
+    assert distributed.rank_device("cpu", two) == "cpu"
+    assert distributed.rank_device("cuda:0", DistEnv()) == "cuda:0"  # one process: as given
+    with pytest.raises(ConfigError, match="same GPU"):
+        distributed.rank_device("cuda:0", two)
+    assert not distributed.active() and distributed.is_main()  # nothing joined in this process
+    distributed.barrier()  # a no-op for one process
+    assert distributed.broadcast_object("x") == "x"
+
+
+@pytest.mark.slow
+def test_a_probe_sweep_sharded_over_two_ranks_gives_the_rows_of_one(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(k, None)
+    two = tmp_path / "two"
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "rwkvbench", *SWEEP, f"hydra.run.dir={two}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("== copy") == 1  # rank 0 alone reports
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=SWEEP)
+    run(cfg, tmp_path / "one")
+
+    sharded, single = read_results(two), read_results(tmp_path / "one")
+    assert len(sharded) == len(single) and not sharded.duplicated(KEY).any()
+    assert sharded.run_id.nunique() == 2  # both ranks wrote their share
+    assert len(read_runs(two)) == 1  # one provenance line, rank 0's
+    a, b = (df[df.metric != "wall_seconds"].sort_values(KEY).reset_index(drop=True) for df in (sharded, single))
+    assert a[KEY].astype(str).equals(b[KEY].astype(str))
+    assert a.value.tolist() == b.value.tolist() and a.fingerprint.tolist() == b.fingerprint.tolist()
+    assert sharded.groupby("model").context_len.nunique().tolist() == [2, 2]
