@@ -96,6 +96,48 @@ def broadcast_object(obj):
     return box[0]
 
 
+def all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's `tensor` (same shape on each) concatenated along the first dimension, in rank order;
+    a scalar counts as one element (as accelerate's gather does)."""
+    if not active():
+        return tensor
+    t = tensor.reshape(1) if tensor.dim() == 0 else tensor.contiguous()
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t)
+    return torch.cat(parts)
+
+
+def gather_object(obj, dst: int = 0):
+    """[rank 0's obj, rank 1's, ...] on `dst`, None elsewhere."""
+    if not active():
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
+
+
+class Accelerator:
+    """The part of accelerate.Accelerator that lm-eval's evaluator calls on a data-parallel model (`gather`,
+    `wait_for_everyone`; lm-eval before 0.4.9 reaches for `lm.accelerator`), over torch.distributed."""
+
+    def __init__(self, device):
+        self.device = device
+
+    @property
+    def num_processes(self) -> int:
+        return dist.get_world_size() if active() else 1
+
+    @property
+    def process_index(self) -> int:
+        return dist.get_rank() if active() else 0
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return all_gather(tensor)
+
+    def wait_for_everyone(self) -> None:
+        barrier()
+
+
 def rank_device(device: str | None, e: DistEnv) -> str | None:
     """The device a rank's model runs on: with several ranks, auto and cuda become cuda:LOCAL_RANK (one GPU
     per process); cpu stays cpu; a fixed cuda:N would put every rank on one GPU and is refused."""

@@ -52,16 +52,22 @@ def test_each_rank_gets_its_own_device():
     assert distributed.broadcast_object("x") == "x"
 
 
-@pytest.mark.slow
-def test_a_probe_sweep_sharded_over_two_ranks_gives_the_rows_of_one(tmp_path):
+def torchrun(n: int, *overrides) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=n -m rwkvbench ...` on CPU (gloo), from this checkout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(k, None)
-    two = tmp_path / "two"
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "rwkvbench", *SWEEP, f"hydra.run.dir={two}"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+                          "-m", "rwkvbench", *overrides], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_a_probe_sweep_sharded_over_two_ranks_gives_the_rows_of_one(tmp_path, one_thread):
+    two = tmp_path / "two"
+    out = torchrun(2, *SWEEP, f"hydra.run.dir={two}")
     assert out.stdout.count("== copy") == 1  # rank 0 alone reports
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=SWEEP)
@@ -75,3 +81,37 @@ def test_a_probe_sweep_sharded_over_two_ranks_gives_the_rows_of_one(tmp_path):
     assert a[KEY].astype(str).equals(b[KEY].astype(str))
     assert a.value.tolist() == b.value.tolist() and a.fingerprint.tolist() == b.fingerprint.tolist()
     assert sharded.groupby("model").context_len.nunique().tolist() == [2, 2]
+
+
+def test_interleave_puts_the_ranks_documents_back_in_order():
+    from rwkvbench.evals.lm_eval_adapter import interleave
+
+    # lm-eval gives rank r documents r, r + W, ...; three ranks over 7 documents, one without a key
+    ranks = [{"piqa": {"acc": [0, 3, 6]}}, {"piqa": {"acc": [1, 4]}}, {"piqa": {"acc": [2, 5]}, "x": {"m": [9]}}]
+    assert interleave(ranks) == {"piqa": {"acc": [0, 1, 2, 3, 4, 5, 6]}, "x": {"m": [9]}}
+
+
+@pytest.mark.slow
+def test_data_parallel_lm_eval_gives_the_metrics_of_one_process(tmp_path, one_thread):
+    from conftest import SHARED_DATA
+
+    data = SHARED_DATA / "eval"
+    if not (data / "piqa.jsonl").is_file() or not (data / "lambada_openai.jsonl").is_file():
+        pytest.skip(f"no piqa/lambada_openai data in {data}")
+    # 11 documents: the ranks' shares are uneven (lm-eval pads them), lambada's stderr is a bootstrap.
+    # One request per batch and one thread on every side: other batch shapes or thread counts change
+    # float32 rounding, not the method.
+    args = ["task=piqa", "task.parts.0.tasks=[piqa,lambada_openai]", f"data_dir={data}", "limit=11",
+            "batch_size=1", "device=cpu", "compare=false"]
+    two = tmp_path / "two"
+    out = torchrun(2, *args, f"hydra.run.dir={two}")
+    assert out.stdout.count("== piqa") == 1
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=args)
+    run(cfg, tmp_path / "one")
+    sharded, single = (read_results(d).query("metric not in ['tokens_computed', 'prefix_tokens_saved']")
+                       .sort_values(["task", "metric"]).reset_index(drop=True) for d in (two, tmp_path / "one"))
+    assert len(sharded) == 4 and sharded.run_id.nunique() == 1  # rank 0 writes the gathered numbers
+    for col in ("task", "metric", "value", "stderr", "n", "fingerprint"):
+        assert sharded[col].tolist() == single[col].tolist(), col
+    assert (sharded.n == 11).all()
