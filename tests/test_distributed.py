@@ -1,13 +1,15 @@
-"""Data parallelism on CPU with the gloo backend: torchrun's environment, each rank's device, and a recall
-sweep sharded over two ranks (torchrun --nproc_per_node=2) giving the same rows as one process, none lost
-or duplicated."""
+"""Data parallelism on CPU with the gloo backend (torchrun --nproc_per_node=2): torchrun's environment and
+each rank's device; a recall sweep sharded over two ranks gives the rows of one process, none lost or
+duplicated; data-parallel lm-eval gives one process's metrics; two-rank training takes one rank's steps."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from rwkvbench import distributed
@@ -115,3 +117,52 @@ def test_data_parallel_lm_eval_gives_the_metrics_of_one_process(tmp_path, one_th
     for col in ("task", "metric", "value", "stderr", "n", "fingerprint"):
         assert sharded[col].tolist() == single[col].tolist(), col
     assert (sharded.n == 11).all()
+
+
+TRAIN_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from test_train_run import data_config, tiny_spec, CONTEXT
+from pathlib import Path
+from rwkvbench import distributed
+from rwkvbench.results import ResultsWriter
+from rwkvbench.train.data import load_corpus
+from rwkvbench.train.trainer import train_run
+distributed.init()
+corpus = load_corpus(data_config(Path({corpus!r})), CONTEXT, seed=0)
+spec = tiny_spec("rwkv4", steps=12, eval_points=2, micro_batch_size={micro}, export_weights=True)
+out = Path({out!r})
+assert train_run(spec, corpus, out, ResultsWriter(out), torch.device("cpu"))
+distributed.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_two_rank_data_parallel_training_takes_one_ranks_steps(tmp_path):
+    """Batch 4: one process in micro-batches of 2, or two ranks of 2 windows each whose gradients are
+    summed; the sum of two terms is the same in either order, so the runs agree to the bit."""
+    from test_train_run import corpus_documents
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    docs = corpus_documents()
+    cut = max(1, len(docs) // 8)
+    for name, part in [("train-00.jsonl", docs[cut:]), ("valid.jsonl", docs[:cut])]:
+        (corpus / name).write_text("".join(json.dumps({"text": d}) + "\n" for d in part), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for n in (1, 2):
+        script = tmp_path / f"train{n}.py"
+        script.write_text(TRAIN_SCRIPT.format(tests=str(ROOT / "tests"), corpus=str(corpus),
+                                              out=str(tmp_path / f"out{n}"), micro=2 if n == 1 else "None"))
+        launch = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                  "--nproc_per_node=2"]
+        out = subprocess.run([*launch, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+    one, two = (read_results(tmp_path / f"out{n}") for n in (1, 2))
+    pick = lambda df: df[df.metric.isin(["loss", "val_loss"])].sort_values(["step", "metric"])  # noqa: E731
+    assert len(pick(one)) == 4 and pick(one).value.tolist() == pick(two).value.tolist()
+    assert two.run_id.nunique() == 1  # rank 0 alone writes
+    weights = [torch.load(next((tmp_path / f"out{n}" / "runs").rglob("*.pth"))) for n in (1, 2)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
