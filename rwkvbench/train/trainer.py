@@ -111,13 +111,17 @@ def rank_share(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 
 
 def _sum_over_ranks(tensors: list[torch.Tensor]) -> None:
-    """All-reduce (sum) in one flat buffer: one collective per step, not one per parameter."""
+    """All-reduce (sum) in flat buffers: one collective per step, not one per parameter."""
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-    flat = _flatten_dense_tensors(tensors)
-    torch.distributed.all_reduce(flat)
-    for t, reduced in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
-        t.copy_(reduced)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():  # one buffer per dtype (fp32 master weights: one in all)
+        flat = _flatten_dense_tensors(group)
+        torch.distributed.all_reduce(flat)
+        for t, reduced in zip(group, _unflatten_dense_tensors(flat, group)):
+            t.copy_(reduced)
 
 
 def train_step(model: Trainable, optimizer, batch: torch.Tensor, device, *, micro_batch_size: int | None,
