@@ -55,17 +55,37 @@ def main(cfg: DictConfig) -> None:
         exit_with(PROG, e)
 
 
+def job_device(cfg: DictConfig) -> None:
+    """A multirun whose launcher runs jobs side by side on one machine (hydra/launcher=local_gpus, joblib):
+    a job whose device is auto or cuda takes cuda:(job number mod GPUs), one GPU per concurrent job."""
+    import torch
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    parallel = "joblib" in str(hc.launcher.get("_target_", ""))
+    if hc.mode != RunMode.MULTIRUN or not parallel or not torch.cuda.is_available():
+        return
+    if cfg.get("device") in (None, "auto", "cuda"):
+        cfg.device = f"cuda:{hc.job.num % torch.cuda.device_count()}"
+
+
 def _run(cfg: DictConfig) -> None:
+    from rwkvbench import distributed
     from rwkvbench.run import run
 
-    out_dir = HydraConfig.get().runtime.output_dir
+    job_device(cfg)
+    place = distributed.init()  # under torchrun: one process per GPU, all writing into rank 0's folder
+    out_dir = distributed.broadcast_object(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, out_dir)
     except KeyboardInterrupt:  # what finished is on disk: show it, then stop
         print("\n[rwkvbench] interrupted: results of the finished units follow", file=sys.stderr)
-        report(out_dir)
+        if place.is_main:
+            report(out_dir)
         sys.exit(130)
-    report(out_dir)
+    if place.is_main:
+        report(out_dir)
+    distributed.shutdown()
 
 
 # Lines of Hydra's and OmegaConf's messages that say nothing to someone at the command line.

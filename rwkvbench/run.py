@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from rwkvbench import distributed
+from rwkvbench.distributed import DistEnv
 from rwkvbench.evals import get_evaluator, get_summarizer
 from rwkvbench.models.registry import load_model, model_config
 from rwkvbench.results import ResultsWriter, versions
@@ -20,11 +22,14 @@ from rwkvbench.units import STATUS_METRICS, for_device, run_units
 SHARED_OVERRIDES = ("device", "dtype", "init", "tokenizer_path")
 
 
-def model_configs(cfg: DictConfig) -> list[DictConfig]:
+def model_configs(cfg: DictConfig, place: DistEnv = DistEnv()) -> list[DictConfig]:
+    """The run's models; under torchrun each on this rank's own device (distributed.rank_device)."""
     overrides = {k: cfg.get(k) for k in SHARED_OVERRIDES}
     configs = [model_config(cfg.model, **overrides)]
     if cfg.compare and cfg.model.get("matched"):
         configs.append(model_config(cfg.model.matched, **overrides))
+    for mcfg in configs:
+        mcfg.device = distributed.rank_device(mcfg.get("device"), place)
     return configs
 
 
@@ -65,31 +70,41 @@ def record_provenance(writer: ResultsWriter, cfg: DictConfig) -> None:
                       versions=versions(), device_name=device_name(resolve_device(cfg.get("device"))))
 
 
-def run(cfg: DictConfig, out_dir: str | Path, rank: int = 0, world_size: int = 1) -> ResultsWriter:
+def run(cfg: DictConfig, out_dir: str | Path) -> ResultsWriter:
+    """Measure every unit of every task part on each model. Under torchrun (distributed.init() done by the
+    caller) each rank measures its share of the units on its own device into the same folder (the writer
+    is safe with concurrent writers); the summaries across models wait for every rank and run on rank 0."""
     from rwkvbench.kernels.dispatch import KERNEL_ENV
     from rwkvbench.validate import validate_run
 
+    place = distributed.init()  # joins torchrun's process group (a no-op for one process)
     validate_run(cfg)  # every mistake found here, before any model loads
     os.environ[KERNEL_ENV] = cfg.get("wkv_kernel") or "auto"
     writer = ResultsWriter(out_dir)
-    record_provenance(writer, cfg)
-    for mcfg in model_configs(cfg):
+    if place.is_main:
+        record_provenance(writer, cfg)
+    for mcfg in model_configs(cfg, place):
         model = load_model(mcfg)
-        print(f"[rwkvbench] {model.name}: {model.family}, {model.n_params / 1e6:.2f}M params, "
-              f"{str(model.dtype).removeprefix('torch.')} on {model.describe()['device_name']} ({model.checkpoint})")
+        if place.world_size > 1:
+            print(f"[rwkvbench] rank {place.rank}/{place.world_size}: {model.name} on {model.device}")
+        if place.is_main:
+            print(f"[rwkvbench] {model.name}: {model.family}, {model.n_params / 1e6:.2f}M params, "
+                  f"{str(model.dtype).removeprefix('torch.')} on {model.describe()['device_name']} ({model.checkpoint})")
         for part in cfg.task.parts:
             units = get_evaluator(part.evaluator)(model, part)
             counts = run_units(model, units, writer, max_minutes=for_device(part.get("max_minutes"), model.device),
-                               rank=rank, world_size=world_size, desc=f"{part.name} {model.name}")
+                               rank=place.rank, world_size=place.world_size, desc=f"{part.name} {model.name}")
             if counts["reused"]:
                 print(f"[rwkvbench] {model.name} {part.name}: {counts['reused']} unit(s) already measured with the "
                       f"same settings in {writer.dir}, kept")
         del model
         gc.collect()
+    distributed.barrier()  # every rank's rows are in the folder
     for part in cfg.task.parts:  # summaries across models, once every model is measured
         summarize = get_summarizer(part.evaluator)
-        if summarize is not None and rank == 0:
+        if summarize is not None and place.is_main:
             rows = summarize(writer.read(), writer.dir, part)
             if rows:
                 writer.append(rows)
+    distributed.barrier()  # the summaries' rows too, before rank 0 reports
     return writer

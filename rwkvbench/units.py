@@ -80,6 +80,9 @@ class Unit:
     # Called with the stored rows of a unit kept from an earlier run, so that an evaluator which learns
     # from earlier points (a sweep's time and memory trend) learns from kept ones too.
     kept: Callable[[list[dict]], None] | None = None
+    # Every rank measures it together (lm-eval shards its requests itself under torchrun); rank 0 writes
+    # its rows. Other units are shared out among the ranks whole.
+    collective: bool = False
 
     def fingerprint(self, identity: dict) -> str:
         """A hash of everything that determines this unit's numbers."""
@@ -136,13 +139,23 @@ def run_units(model, units: Iterable[Unit], writer, *, max_minutes: float | None
     deadline = None if max_minutes is None else time.monotonic() + 60 * float(max_minutes)
     units = list(units)
     counts = {"ran": 0, "reused": 0, "skipped": 0, "oom": 0}
-    bar = tqdm(total=len(units), desc=desc or model.name, leave=False, dynamic_ncols=True)
-    for i, unit in enumerate(units):
+    bar = tqdm(total=len(units), desc=desc or model.name, leave=False, dynamic_ncols=True, disable=rank != 0)
+    shared = 0  # units shared out whole so far: the i-th goes to rank i % world_size
+    for unit in units:
         bar.update(1)
-        if i % world_size != rank:
-            continue
+        together = unit.collective and world_size > 1
+        if not together:
+            shared += 1
+            if (shared - 1) % world_size != rank:
+                continue
         fp = unit.fingerprint(identity)
-        if fp in writer.done_fingerprints():
+        done = fp in writer.done_fingerprints()
+        out_of_time = deadline is not None and time.monotonic() >= deadline
+        if together:  # rank 0 decides for all, or ranks that disagree would wait on each other forever
+            from rwkvbench import distributed
+
+            done, out_of_time = distributed.broadcast_object((done, out_of_time))
+        if done:
             counts["reused"] += 1
             if unit.kept is not None:
                 stored = writer.read()
@@ -150,7 +163,7 @@ def run_units(model, units: Iterable[Unit], writer, *, max_minutes: float | None
             continue
         bar.set_postfix_str(unit.label or "", refresh=True)
         files: dict = {}
-        if deadline is not None and time.monotonic() >= deadline:
+        if out_of_time:
             rows = [status_row("skipped", f"the run's max_minutes={max_minutes} was used up before this unit")]
         else:
             budget = Budget(unit.seconds, deadline)
@@ -167,6 +180,8 @@ def run_units(model, units: Iterable[Unit], writer, *, max_minutes: float | None
             _free(model.device)
         status = next((r["metric"] for r in rows if r.get("metric") in STATUS_METRICS), "ran")
         counts[status] += 1
+        if together and rank != 0:
+            continue  # rank 0 has every rank's numbers (lm-eval gathers them) and writes them
         # The unit's rows replace whatever an earlier run left for the same model and unit key.
         owned = {k: v for k, v in {**common, **unit.key}.items() if k in REPLACE_COLUMNS and v is not None}
         writer.append(rows, files=files, replace=owned, **{**common, **unit.key, "fingerprint": fp})

@@ -27,6 +27,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
+from rwkvbench import distributed
 from rwkvbench.errors import ConfigError
 from rwkvbench.models.base import SequenceModel
 
@@ -62,6 +63,19 @@ def _lm_eval_device(device: str) -> str:
     return device
 
 
+def interleave(parts: list):
+    """Per-rank results in document order: dicts merged key by key, lists round-robin (rank r's j-th item
+    is document j * len(parts) + r)."""
+    first = parts[0]
+    if isinstance(first, dict):  # a rank without documents (limit < W) lacks keys: it adds nothing
+        keys = list(dict.fromkeys(k for p in parts for k in p))
+        return {k: interleave([p[k] for p in parts if k in p]) for k in keys}
+    if isinstance(first, list):
+        longest = max(len(p) for p in parts)
+        return [p[j] for j in range(longest) for p in parts if j < len(p)]
+    return first
+
+
 @register_model("rwkvbench")
 class SequenceModelLM(TemplateLM):
     def __init__(self, model: SequenceModel | str | None = None, batch_size: int | str = DEFAULT_BATCH_SIZE,
@@ -82,14 +96,38 @@ class SequenceModelLM(TemplateLM):
             name = model or "rwkv4"
             check_model_keys(load_overrides, model_config(name).get("family"), f"rwkvbench model_args (model={name})",
                              also_valid=ADAPTER_ARGS)
+            place = distributed.init()  # rwkvbench-lm-eval under torchrun: one GPU per rank
+            if place.world_size > 1:
+                load_overrides["device"] = distributed.rank_device(load_overrides.get("device") or "auto", place)
             model = load_model(name, **load_overrides)
         elif load_overrides:
             raise ConfigError(f"model_args {sorted(load_overrides)}: the model is already loaded, so these would be "
                               f"ignored")
         self.model = model
+        self._device = model.device
+        # Data parallel under torchrun: lm-eval's evaluator gives each rank its share of the requests,
+        # pads the shares even and gathers the per-document metrics on rank 0 through the methods below.
+        if distributed.active():
+            self._rank, self._world_size = distributed.dist.get_rank(), distributed.dist.get_world_size()
+        self.accelerator = distributed.Accelerator(model.device)
         self.rolling_chunk = int(rolling_chunk)
         self.max_gen_toks = int(max_gen_toks)
         self.stats = {"tokens_computed": 0, "prefix_tokens_saved": 0}
+
+    # ---- lm-eval's data-parallel contract (identity for one process) --------------------------------
+    def all_gather(self, tensor):
+        return distributed.all_gather(tensor)
+
+    def gather_object(self, obj, dst=0):
+        """lm-eval gathers each rank's per-document results ({task: {metric: [values]}}, and logged
+        samples) and chains the ranks' lists. Rank r held documents r, r + W, r + 2W, ... (lm-eval's
+        doc_iterator), so we hand back one entry with the lists interleaved into document order: order-
+        dependent statistics (a bootstrap stderr) then match one process exactly."""
+        parts = distributed.gather_object(obj, dst=dst)
+        return None if parts is None else [interleave(parts)]
+
+    def barrier(self) -> None:
+        distributed.barrier()
 
     @staticmethod
     def resolve_batch_size(batch_size: int | str, max_batch_size: int | None = None) -> int:
@@ -167,10 +205,16 @@ class SequenceModelLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         groups: dict[tuple, list[int]] = defaultdict(list)
-        fitted = []
+        fitted, first = [], {}  # first: each distinct request's index; a repeat (lm-eval's padding of a
+        copies = {}             # data-parallel rank's share) is scored once, on the path of the first
         for i, (_, ctx, cont) in enumerate(requests):
             ctx = self._fit(list(ctx), list(cont))
             fitted.append((ctx, list(cont)))
+            key = (tuple(ctx), tuple(cont))
+            if key in first:
+                copies[i] = first[key]
+                continue
+            first[key] = i
             groups[tuple(ctx)].append(i)
         results: list = [None] * len(requests)
         shared = [idx for idx in groups.values() if len(idx) > 1]
@@ -187,6 +231,9 @@ class SequenceModelLM(TemplateLM):
             for i, r in zip(batch, self._score_sequences([fitted[i] for i in batch])):
                 results[i] = r
             bar.update(len(batch))
+        for i, j in copies.items():
+            results[i] = results[j]
+        bar.update(len(copies))
         bar.close()
         return results
 

@@ -10,6 +10,7 @@ import math
 
 from omegaconf import OmegaConf
 
+from rwkvbench import distributed
 from rwkvbench.evals import register
 from rwkvbench.evals.lm_eval_tasks import partition_tasks
 from rwkvbench.units import SkipUnit, Unit, UnitResult
@@ -100,10 +101,14 @@ def measure(session: _Session, name: str, config, shots: int) -> UnitResult:
     results = lm_eval.simple_evaluate(model=lm, tasks=[config], task_manager=manager, num_fewshot=shots,
                                       limit=task.get("limit"), bootstrap_iters=int(task.get("bootstrap_iters", 1000)),
                                       log_samples=bool(task.get("log_samples")), verbosity="WARNING")
+    # Under torchrun each rank scored its share; the token counts are summed over the ranks (lm-eval pads
+    # the shares even with repeats, so they can exceed one process's by a few requests).
+    spent = {k: lm.stats[k] - before[k] for k in ("tokens_computed", "prefix_tokens_saved")}
+    per_rank = distributed.gather_object(spent, dst=0)
+    if results is None:  # not rank 0: lm-eval gathered this rank's metrics there, and rank 0 writes them
+        return UnitResult([])
     rows = rows_from_results(results, name)
-    rows += [{"metric": "tokens_computed", "value": lm.stats["tokens_computed"] - before["tokens_computed"], "n": 1},
-             {"metric": "prefix_tokens_saved", "value": lm.stats["prefix_tokens_saved"] - before["prefix_tokens_saved"],
-              "n": 1}]
+    rows += [{"metric": k, "value": sum(r[k] for r in per_rank), "n": 1} for k in spent]
     return UnitResult(rows, files=lm_eval_files(results, session.model.name, name, f"{shots}-shot"))
 
 
@@ -131,6 +136,6 @@ def units(model, task) -> list[Unit]:
                   "config": config_identity(config), "data": _data_hashes(config),
                   **({"log_samples": True} if task.get("log_samples") else {})}
         out.append(Unit(key={"suite": "quality", "task": name, "variant": f"{shots}-shot", "batch_size": batch},
-                        params=params, label=name,
+                        params=params, label=name, collective=True,
                         measure=lambda budget, name=name, config=config: measure(session, name, config, shots)))
     return out

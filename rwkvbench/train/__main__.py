@@ -7,6 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from rwkvbench import distributed
 from rwkvbench.config import conf_dir
 from rwkvbench.errors import UserError
 
@@ -21,9 +22,15 @@ def run_one(cfg: DictConfig, out_dir: Path, writer) -> None:
     from rwkvbench.train.ladder import single_spec
     from rwkvbench.train.trainer import train_run
 
+    place = distributed.init()  # torchrun: data parallel, one GPU per rank (the trainer's docstring)
     spec = single_spec(cfg)
+    if not place.is_main:
+        distributed.barrier()  # rank 0 tokenizes into the cache first; the others then read it
     corpus = load_corpus(cfg.data, spec.context_len, spec.seed)
-    train_run(spec, corpus, out_dir, writer, resolve_device(cfg.device), _deadline(cfg))
+    if place.is_main:
+        distributed.barrier()
+    train_run(spec, corpus, out_dir, writer, resolve_device(distributed.rank_device(cfg.device, place)),
+              _deadline(cfg))
 
 
 def _build_extension_beside(device, families):
@@ -52,6 +59,9 @@ def run_ladder(cfg: DictConfig, out_dir: Path, writer) -> None:
     from rwkvbench.train.ladder import Ladder, check_ladder, size_config, write_pair_configs
     from rwkvbench.train.rows import finished_runs
 
+    if distributed.env().world_size > 1:
+        raise UserError("mode=ladder under torchrun: the ladder trains one run at a time on one GPU; use mode=run "
+                        "for a data-parallel run, or a Hydra launcher to spread runs over GPUs")
     check_ladder(cfg)
     deadline = _deadline(cfg)
     device = resolve_device(cfg.device)

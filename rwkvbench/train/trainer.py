@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from rwkvbench import distributed
 from rwkvbench.models.base import device_name
 from rwkvbench.results import ResultsWriter
 from rwkvbench.train import rows
@@ -102,13 +103,38 @@ def _micro_batches(batch: torch.Tensor, micro: int | None):
     return batch.split(micro)
 
 
+def rank_share(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's rows of the global batch: B / W consecutive windows."""
+    if len(batch) % world_size:
+        raise ValueError(f"batch_size={len(batch)} must be a multiple of the {world_size} data-parallel ranks")
+    n = len(batch) // world_size
+    return batch[rank * n : (rank + 1) * n]
+
+
+def _sum_over_ranks(tensors: list[torch.Tensor]) -> None:
+    """All-reduce (sum) in flat buffers: one collective per step, not one per parameter."""
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():  # one buffer per dtype (fp32 master weights: one in all)
+        flat = _flatten_dense_tensors(group)
+        torch.distributed.all_reduce(flat)
+        for t, reduced in zip(group, _unflatten_dense_tensors(flat, group)):
+            t.copy_(reduced)
+
+
 def train_step(model: Trainable, optimizer, batch: torch.Tensor, device, *, micro_batch_size: int | None,
                amp_dtype: torch.dtype, loss_chunk: int, l2wrap: float, grad_clip: float, chunk_fn=_chunk,
-               loss_fn=linear_cross_entropy) -> torch.Tensor:
+               loss_fn=linear_cross_entropy, rank: int = 0, world_size: int = 1) -> torch.Tensor:
     """One optimizer step on a (B, T + 1) batch of token windows; returns the batch's mean loss (on the
-    device, not synchronised)."""
+    device, not synchronised). Data parallel (world_size > 1): each rank runs its B / W windows, weighted
+    by their share of the global batch, and the gradients are summed over the ranks before clipping, so
+    every rank takes the step one process takes with the whole batch."""
     total = torch.zeros((), device=device)
-    for part in _micro_batches(batch, micro_batch_size):
+    mine = batch if world_size == 1 else rank_share(batch, rank, world_size)
+    for part in _micro_batches(mine, micro_batch_size):
         part = part.to(device, non_blocking=True)
         with _autocast(device, amp_dtype):
             x = model.features(part[:, :-1])
@@ -117,6 +143,8 @@ def train_step(model: Trainable, optimizer, batch: torch.Tensor, device, *, micr
         weight = len(part) / len(batch)
         (loss * weight).backward()
         total += loss.detach() * weight
+    if world_size > 1:
+        _sum_over_ranks([p.grad for p in model.module.parameters() if p.grad is not None] + [total])
     torch.nn.utils.clip_grad_norm_(model.module.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -156,6 +184,8 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
     """Train (or resume) one run; True when it finished, False when it stopped at `deadline`
     (time.monotonic() seconds) after writing a checkpoint."""
     t_start = time.monotonic()
+    place = distributed.env()  # under torchrun: each rank trains on its share of every batch, rank 0 writes
+    main = place.is_main
     run_dir = Path(out_dir) / "runs" / spec.run_dir_name
     run_dir.mkdir(parents=True, exist_ok=True)
     check_epochs(spec.tokens, corpus.windows, spec.max_epochs, f"{spec.name} ({spec.tag})")
@@ -201,7 +231,8 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
         progress["loss_sum"] += loss_sum.item()
         loss_sum.zero_()
         wall = progress["wall_s"] + time.monotonic() - t_start  # this attempt's time so far, and the earlier ones'
-        save_checkpoint(ckpt, model.module, optimizer, at, spec.identity(), {**progress, "wall_s": wall})
+        if main:
+            save_checkpoint(ckpt, model.module, optimizer, at, spec.identity(), {**progress, "wall_s": wall})
 
     def measure(at: int, lr: float) -> dict:
         sync()
@@ -225,7 +256,8 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
             out.append({"metric": "tokens_per_s", "value": tokens_per_s})
             if on_gpu:
                 out.append({"metric": "mfu", "value": tokens_per_s * matmul_flops / (spec.peak_tflops * 1e12)})
-        writer.append(out, **common, **rows.key_columns(spec.tag, at))
+        if main:
+            writer.append(out, **common, **rows.key_columns(spec.tag, at))
         progress["loss_sum"], progress["loss_steps"] = 0.0, 0
         timed.update(s=0.0, tokens=0, mark=None)
         if at >= timed["from_step"]:
@@ -235,7 +267,8 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
 
     last_ckpt = time.monotonic()
     lr = spec.lr
-    bar = tqdm(total=spec.steps, initial=step, desc=f"{spec.name} {spec.tag}", leave=False, mininterval=2.0)
+    bar = tqdm(total=spec.steps, initial=step, desc=f"{spec.name} {spec.tag}", leave=False, mininterval=2.0,
+               disable=not main)
     while step < spec.steps:
         if step == timed["from_step"]:
             sync()
@@ -245,7 +278,8 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
         batch = corpus.windows.batch(step, spec.batch_size)
         loss_sum += train_step(model, optimizer, batch, device, micro_batch_size=spec.micro_batch_size,
                                amp_dtype=amp_dtype, loss_chunk=spec.loss_chunk, l2wrap=float(recipe.get("l2wrap", 0.0)),
-                               grad_clip=float(recipe["grad_clip"]), chunk_fn=chunk_fn)
+                               grad_clip=float(recipe["grad_clip"]), chunk_fn=chunk_fn, rank=place.rank,
+                               world_size=place.world_size)
         step += 1
         progress["loss_steps"] += 1
         if timed["mark"] is not None:
@@ -260,6 +294,8 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
         out_of_time = deadline is not None and time.monotonic() > deadline
         due = (spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0) or \
             time.monotonic() - last_ckpt > spec.checkpoint_every_s
+        if place.world_size > 1:  # every rank stops at the same step (rank 0's clock decides)
+            out_of_time, due = distributed.broadcast_object((out_of_time, due))
         if step < spec.steps and (due or out_of_time):
             checkpoint(step)
             last_ckpt = time.monotonic()
@@ -269,9 +305,11 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
                   f"checkpoint {ckpt} (run again to resume)")
             return False
     bar.close()
-    _finish(spec, model, corpus, run_dir, writer, common, progress["wall_s"] + time.monotonic() - t_start)
-    if ckpt.is_file() and not spec.keep_checkpoint:
-        ckpt.unlink()
+    if main:
+        _finish(spec, model, corpus, run_dir, writer, common, progress["wall_s"] + time.monotonic() - t_start)
+        if ckpt.is_file() and not spec.keep_checkpoint:
+            ckpt.unlink()
+    distributed.barrier()
     return True
 
 
