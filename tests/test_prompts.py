@@ -106,7 +106,10 @@ def neox_tokens():
         pytest.skip(f"{NEOX_TOKENIZER} not present")
     from rwkvbench.models.tokenizer import HFTokenizer
 
-    lm = SequenceModelLM(SimpleNamespace(tokenizer=HFTokenizer(NEOX_TOKENIZER)))
+    import torch
+
+    # only the tokenizer is used: a stand-in model (the adapter reads a SequenceModel's device on creation)
+    lm = SequenceModelLM(SimpleNamespace(tokenizer=HFTokenizer(NEOX_TOKENIZER), device=torch.device("cpu")))
     return lambda r: tuple(map(tuple, lm._encode_pair(r.context, r.continuation)))
 
 
