@@ -7,8 +7,14 @@
 #       lambada     full LAMBADA wall time through our lm-eval adapter and lm-eval's own hf model
 #       recall      the recall probes on the 1.5B-shape pair    (once conf/task/recall.yaml exists)
 #       prompt      the prompt-template spread, all tasks        (once conf/task/prompt_sensitivity_all.yaml exists)
+#       ladder      the trained ladder (LR sweep, every size of both families) and its scaling fit; longer than
+#                   one call: each call trains until LADDER_DEADLINE_S (default 480 s) and the next resumes
+#                   it; published once every run has finished
+#       trained     the recall probes and the PIQA/BoolQ prompt spread on the ladder's largest trained pair
 #       report      results/report/ (HTML + Markdown) from every results/*/results.csv, and the README's
 #                   headline block (figures captioned with the GPU the rows name)
+#
+# Not in the default list (they need the ladder's ~15 minutes of training first): ladder, trained.
 #
 # Each step measures into outputs/publish/<step>/ (a rerun resumes there; FRESH=1 starts it over), then
 # copies the tidy CSV, the run records and its figures into results/<step>/. One step fits one 10-minute
@@ -79,6 +85,29 @@ step_prompt() {
   publish prompt "$dir"
 }
 
+step_ladder() {
+  local dir; dir=$(scratch ladder)
+  "$PY" -m rwkvbench.train mode=ladder "out_dir=$dir" "data.root=$DATA" "deadline_s=${LADDER_DEADLINE_S:-480}"
+  if ! compgen -G "$dir/models/model/*.yaml" >/dev/null; then  # exported once every run has finished
+    echo "ladder: not finished yet (run this step again: it resumes)"; return 0
+  fi
+  publish ladder "$dir"
+  cp "$dir/ladder.md" "$dir/scaling.png" results/ladder/
+}
+
+step_trained() {  # the largest pair the ladder exported: <family>_<size>.yaml, sizes sort as s1 < s2 < ...
+  local models="$SCRATCH/ladder/models" largest
+  largest=$(ls "$models/model" 2>/dev/null | grep '^rwkv4_' | sort -V | tail -1 | sed 's/\.yaml$//' || true)
+  if [[ -z "$largest" ]]; then echo "trained: no trained pair in $models yet (run the ladder step)" >&2; return 1; fi
+  local dir; dir=$(scratch recall_trained)
+  "$PY" -m rwkvbench -cd "$models" "model=$largest" device=cuda task=recall "hydra.run.dir=$dir"
+  publish recall_trained "$dir"
+  dir=$(scratch prompt_trained)
+  "$PY" -m rwkvbench -cd "$models" "model=$largest" device=cuda task=prompt_sensitivity 'task.base=[piqa,boolq]' \
+    "data_dir=$DATA/eval" "hydra.run.dir=$dir"
+  publish prompt_trained "$dir"
+}
+
 step_report() {
   local csvs=(results/*/results.csv)
   if [[ ! -f "${csvs[0]}" ]]; then echo "report: nothing published in results/ yet" >&2; return 1; fi
@@ -90,7 +119,7 @@ steps=("$@")
 if [[ ${#steps[@]} -eq 0 ]]; then steps=(efficiency kernel lambada recall prompt report); fi
 for s in "${steps[@]}"; do
   if ! declare -F "step_$s" >/dev/null; then
-    echo "unknown step '$s' (efficiency kernel lambada recall prompt report)" >&2; exit 2
+    echo "unknown step '$s' (efficiency kernel lambada recall prompt ladder trained report)" >&2; exit 2
   fi
 done
 for s in "${steps[@]}"; do
