@@ -165,20 +165,23 @@ def train_rows() -> pd.DataFrame:
     for family, prefix, b in (("rwkv", "rwkv4", 0.050), ("transformer", "neox", 0.048)):
         for d, n_layer in LADDER:
             n_params = 13 * d * d * n_layer + 2 * 50277 * d
-            run = f"{prefix}-d{d}-l{n_layer}"
+            run = f"{prefix}_d{d}"
             for step in range(100, 1100, 100):
                 tokens = step * 64 * 1024
                 flops = 6 * n_params * tokens
                 loss = 25 * flops ** -b * (1 + 0.5 / step**0.5)  # approaches the power law
-                key = _common(run, family, n_params, "train", f"/ckpt/{run}@0f0f0f", task="ladder", variant=run,
-                              step=step, batch_size=64, context_len=1024)
+                # as the trainer writes them: task = the corpus, variant = the learning rate (both families
+                # share lr=0.002 here, so a run is a model and its variant)
+                key = _common(run, family, n_params, "train", f"/ckpt/{run}@0f0f0f", task="corpus",
+                              variant="lr=0.002", step=step, batch_size=64, context_len=1024)
                 key["dtype"] = "bfloat16"
                 for metric, value in (("loss", loss + 0.05), ("val_loss", loss), ("tokens", tokens),
                                       ("flops", flops), ("tokens_per_s", 4e5 / n_layer), ("mfu", 0.4)):
                     rows.append({**key, "metric": metric, "value": value, "n": 1})
-    for family, b in (("rwkv", 0.050), ("transformer", 0.048)):
-        for variant, scale in (("params=total", 1.0), ("params=non_embedding", 1.1)):
-            key = _common(family, family, None, "scaling", None, task="ladder", variant=variant)
+    for family, prefix, b in (("rwkv", "rwkv4", 0.050), ("transformer", "neox", 0.048)):
+        for variant, scale in (("compute=total", 1.0), ("compute=nonembedding", 1.1),
+                               ("compute=total,irreducible", 3.0)):  # L = E + a C^-b: not a pure power law
+            key = _common(prefix, family, None, "scaling", None, task="loss_vs_compute", variant=variant)
             key["dtype"] = "bfloat16"
             for metric, value in (("a", 25.0 * scale), ("b", b * scale), ("b_ci_low", b * scale - 0.004),
                                   ("b_ci_high", b * scale + 0.004), ("r2", 0.991), ("l_inf", 2.0)):

@@ -213,3 +213,20 @@ def test_tick_labels_read_like_numbers():
     assert [style.binary_bytes(v) for v in (512, 2**20, 3 * 2**30)] == ["512 B", "1 MiB", "3 GiB"]
     assert [style.plain(v) for v in (60, 0.5, 20000, 3e16)] == ["60", "0.5", "20,000", "3e16"]
     assert [style.si(v) for v in (169e6, 1.5e9)] == ["169M", "1.5B"]
+
+
+def test_train_figure_keeps_runs_of_both_families_apart_and_draws_each_fit():
+    from rwkvbench.plots import plot_train
+
+    fig = plot_train(fx.train_rows())["train"]
+    t = texts(fig)
+    # both families trained at lr=0.002: twelve runs, each its own legend entry (model and variant)
+    runs = {line for line in t.splitlines() if "lr=0.002 (" in line}
+    assert len(runs) == 12 and "rwkv4_d128 lr=0.002 (13.7M params)" in runs and "neox_d128 lr=0.002 (13.7M params)" in runs
+    loss_ax, exponent_ax = visible_axes(fig)[:2]
+    dashed = [line for line in loss_ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 2  # the compute=total power law of each family
+    assert "RWKV fit: L = 25·C^-0.050" in t
+    # the exponents: pure power laws only (the irreducible-loss fit is another model of the curve)
+    labels = [x.get_text() for x in exponent_ax.texts]
+    assert len(labels) == 4 and not any("irreducible" in lab for lab in labels)

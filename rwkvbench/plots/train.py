@@ -11,8 +11,19 @@ from rwkvbench.plots import style
 
 REQUIRED = ["model", "family", "task", "variant", "step", "metric", "value"]
 FIT_REQUIRED = ["model", "task", "variant", "metric", "value"]
+# The trainer's fit rows (rwkvbench/train/scaling.py): task loss_vs_compute, variant compute=total or
+# compute=nonembedding (pure power laws), with ",irreducible" for L = E + a·C^-b (not drawn here).
+FIT_TASK = "loss_vs_compute"
 # The fit drawn over the runs: compute from total parameters, as the runs' own `flops` rows count it.
-DRAWN_FIT = "params=total"
+DRAWN_FIT = "compute=total"
+
+
+def _run_names(rows: pd.DataFrame) -> pd.Series:
+    """One name per training run: the model and its variant (the trainer's variant is the learning rate,
+    which runs of two families can share)."""
+    variant = rows.variant.astype("string")
+    same = variant.isna() | (variant == rows.model)
+    return rows.model.astype("string").where(same, rows.model.astype("string") + " " + variant.fillna(""))
 
 
 def _curves(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -27,8 +38,10 @@ def _curves(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def _fits(fits: pd.DataFrame, ladder: str) -> pd.DataFrame:
-    """One row per (family, variant) of a ladder's fit: a, b, b_ci_low, b_ci_high, r2, l_inf."""
-    f = fits[fits.task == ladder]
+    """One row per (family, variant) of a ladder's fit: a, b, b_ci_low, b_ci_high, r2, l_inf. The trainer
+    names its fit rows task=loss_vs_compute, whatever the ladder's corpus; pure power laws only."""
+    f = fits[fits.task.isin([ladder, FIT_TASK])]
+    f = f[~f.variant.astype("string").str.contains("irreducible", na=False)]
     if f.empty:
         return pd.DataFrame()
     wide = f.pivot_table(index=["model", "variant"], columns="metric", values="value", aggfunc="first")
@@ -103,6 +116,7 @@ def plot_train(df: pd.DataFrame) -> dict:
     figures = {}
     for ladder in ladders:
         lr = rows[rows.task == ladder]
+        lr = lr.assign(variant=_run_names(lr))
         curves, x = _curves(lr)
         runs = lr.groupby("variant").agg(family=("family", "first"), n_params=("n_params", "max"))
         runs = runs.loc[style.model_order(lr, key="variant")]
