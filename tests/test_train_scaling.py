@@ -84,8 +84,8 @@ def test_fit_inputs_are_merged_with_their_own_provenance(tmp_path):
 
     a, b = ResultsWriter(tmp_path / "a"), ResultsWriter(tmp_path / "b")
     common = dict(suite="train", task="corpus", family="rwkv", context_len=1024)
-    a.append([{"metric": "val_loss", "value": 3.0}], model="rwkv4_s1", variant="lr=0.001,step=5", **common)
-    b.append([{"metric": "val_loss", "value": 2.5}], model="neox_s1", variant="lr=0.001,step=5",
+    a.append([{"metric": "val_loss", "value": 3.0}], model="rwkv4_s1", variant="lr=0.001", step=5, **common)
+    b.append([{"metric": "val_loss", "value": 2.5}], model="neox_s1", variant="lr=0.001", step=5,
              **{**common, "family": "transformer"})
     merged = merge_into(ResultsWriter(tmp_path / "c"), [tmp_path / "a", tmp_path / "b" / "results.parquet"])
     assert sorted(merged.model) == ["neox_s1", "rwkv4_s1"] and set(merged.run_id) == {a.run_id, b.run_id}

@@ -1,8 +1,7 @@
 """Training rows in the tidy schema, and reading them back as one table per evaluation point.
 
 A training row is keyed by the run's model name (`rwkv4_s3`), its variant (the learning rate, `lr=0.002`)
-and the step. Until the results schema has its `step` column the step is folded into the variant
-(`lr=0.002,step=120`); both layouts read back the same.
+and the step (the results schema's `step` column).
 """
 
 from __future__ import annotations
@@ -15,14 +14,7 @@ SUITE = "train"
 
 
 def key_columns(tag: str, step: int) -> dict:
-    if "step" in results.COLUMNS:
-        return {"variant": tag, "step": step}
-    return {"variant": f"{tag},step={step}"}
-
-
-def _split_variant(variant: str) -> tuple[str, int | None]:
-    tag, sep, step = str(variant).rpartition(",step=")
-    return (tag, int(step)) if sep else (str(variant), None)
+    return {"variant": tag, "step": step}
 
 
 def training_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -31,10 +23,7 @@ def training_table(df: pd.DataFrame) -> pd.DataFrame:
     df = df[df.suite == SUITE].copy()
     if df.empty:
         return pd.DataFrame(columns=["model", "family", "tag", "step"])
-    split = df.variant.map(_split_variant)
-    df["tag"] = split.map(lambda t: t[0])
-    folded = split.map(lambda t: t[1])
-    df["step"] = df["step"].where(df["step"].notna(), folded) if "step" in df else folded
+    df["tag"] = df.variant.astype(str)
     df["step"] = df["step"].astype("int64")
     index = ["model", "family", "tag", "step"]
     table = df.pivot_table(index=index, columns="metric", values="value", aggfunc="last").reset_index()
