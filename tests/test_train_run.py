@@ -89,6 +89,7 @@ def test_fifty_steps_on_the_corpus_and_the_loss_falls(tmp_path, corpus, family):
     rows = read_results(tmp_path)
     assert set(rows.suite) == {"train"} and set(rows.family) == {"rwkv" if family == "rwkv4" else "transformer"}
     assert rows.device_name.notna().all() and (rows.device_name != "").all()  # the CPU or GPU, by name
+    assert set(rows.checkpoint) == {str((tmp_path / "runs" / spec.run_dir_name).resolve())}  # where the run's weights are
 
 
 def test_killed_and_stopped_runs_resume_to_the_same_weights(tmp_path, corpus, monkeypatch):

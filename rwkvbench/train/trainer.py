@@ -213,7 +213,8 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
 
     common = {"model": spec.name, "family": model.kind, "n_params": model.n_params(),
               "dtype": str(amp_dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32"),
-              "device": device.type, "device_name": device_name(device), "suite": rows.SUITE, "task": corpus.name, "context_len": spec.context_len,
+              "device": device.type, "device_name": device_name(device), "checkpoint": str(run_dir.resolve()),  # its weights
+              "suite": rows.SUITE, "task": corpus.name, "context_len": spec.context_len,
               "batch_size": spec.batch_size}
     tokens_per_step = spec.batch_size * spec.context_len
     compute = model.compute_per_token(spec.context_len)
