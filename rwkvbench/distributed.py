@@ -48,10 +48,6 @@ def env() -> DistEnv:
     return DistEnv(rank, world, local)
 
 
-def backend() -> str:
-    return "nccl" if torch.cuda.is_available() else "gloo"
-
-
 def init() -> DistEnv:
     """Join the process group when WORLD_SIZE > 1 (once; later calls return the same place). On CUDA each
     rank takes cuda:LOCAL_RANK as its current device, and NCCL's NVLink multicast stays off unless the

@@ -168,6 +168,14 @@ def _write_frame(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path.with_name(CSV), lambda tmp: df.to_csv(tmp, index=False))
 
 
+def done_fingerprints(df: pd.DataFrame) -> set[str]:
+    """Fingerprints of the units whose rows `df` holds, less `skipped` ones (they run again)."""
+    if df.empty:
+        return set()
+    skipped = set(df.fingerprint[df.metric == "skipped"].dropna())
+    return set(df.fingerprint.dropna()) - skipped
+
+
 class ResultsWriter:
     def __init__(self, out_dir, run_id: str | None = None):
         self.dir = Path(out_dir)
@@ -219,11 +227,7 @@ class ResultsWriter:
 
     def done_fingerprints(self) -> set[str]:
         """Fingerprints of units already measured here (a `skipped` unit is not done: it runs again)."""
-        df = self.read()
-        if df.empty:
-            return set()
-        skipped = set(df.fingerprint[df.metric == "skipped"].dropna())
-        return set(df.fingerprint.dropna()) - skipped
+        return done_fingerprints(self.read())
 
     def record_run(self, **info) -> None:
         """One line of provenance for this run in runs.jsonl."""

@@ -71,9 +71,10 @@ def record_provenance(writer: ResultsWriter, cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> ResultsWriter:
-    """Measure every unit of every task part on each model. Under torchrun (distributed.init() done by the
-    caller) each rank measures its share of the units on its own device into the same folder (the writer
-    is safe with concurrent writers); the summaries across models wait for every rank and run on rank 0."""
+    """Measure every unit of every task part on each model. Under torchrun (the process group joined here
+    unless the caller already has) each rank measures its share of the units on its own device into the
+    same folder (the writer is safe with concurrent writers); the summaries across models wait for every
+    rank and run on rank 0."""
     from rwkvbench.kernels.dispatch import KERNEL_ENV
     from rwkvbench.validate import validate_run
 

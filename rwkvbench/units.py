@@ -24,6 +24,8 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from rwkvbench.results import done_fingerprints
+
 # Environment switches that change which code path measures (and so the numbers).
 PATH_ENV = ("RWKVBENCH_WKV", "RWKVBENCH_DECODE")
 STATUS_METRICS = ("oom", "skipped")
@@ -149,7 +151,8 @@ def run_units(model, units: Iterable[Unit], writer, *, max_minutes: float | None
             if (shared - 1) % world_size != rank:
                 continue
         fp = unit.fingerprint(identity)
-        done = fp in writer.done_fingerprints()
+        stored = writer.read()  # read per unit: other writers (ranks, runs) may have added rows meanwhile
+        done = fp in done_fingerprints(stored)
         out_of_time = deadline is not None and time.monotonic() >= deadline
         if together:  # rank 0 decides for all, or ranks that disagree would wait on each other forever
             from rwkvbench import distributed
@@ -158,7 +161,6 @@ def run_units(model, units: Iterable[Unit], writer, *, max_minutes: float | None
         if done:
             counts["reused"] += 1
             if unit.kept is not None:
-                stored = writer.read()
                 unit.kept(stored[stored.fingerprint == fp].to_dict("records"))
             continue
         bar.set_postfix_str(unit.label or "", refresh=True)

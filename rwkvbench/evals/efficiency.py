@@ -13,8 +13,8 @@ single prefill (a power law through the last two points of its batch size, expon
 beyond `max_context_len` on this device, becomes a `skipped` row, and so does everything left when the
 run's `max_minutes` is up; a point whose peak memory, extrapolated linearly from the last two points,
 would not fit in the device's memory becomes an `oom` row whose note says it was predicted (over 85% of
-it: a `skipped` row, too close to call). Points
-kept from an earlier run teach the same trend as points measured now.
+it: a `skipped` row, too close to call). Points kept from an earlier run teach the same trend as points
+measured now.
 Those three keys may be given per device type ({cpu: ..., cuda: ...}).
 """
 
@@ -63,12 +63,15 @@ class Trend:
         """Take a measured point's rows (or a kept point's: an `oom` row marks where memory ran out)."""
         value = {r["metric"]: r["value"] for r in rows}
         if "oom" in value:
-            self.oom_at[B] = min(L, self.oom_at.get(B, L))
+            self.ran_out(L, B)
         if value.get("prefill_ms") is not None:
             _insert(self.times.setdefault(B, []), L, value["prefill_ms"] / 1e3)
         peaks = [value[k] for k in ("prefill_peak_bytes", "decode_peak_bytes") if value.get(k) is not None]
         if peaks:
             _insert(self.peaks.setdefault(B, []), L, max(peaks))
+
+    def ran_out(self, L: int, B: int) -> None:
+        self.oom_at[B] = min(L, self.oom_at.get(B, L))
 
     def predicted_seconds(self, L: int, B: int) -> tuple[float, str] | None:
         """One prefill at L, a power law through the last two points below L (exponent at least 1: attention
@@ -170,12 +173,12 @@ def measure_point(model, L: int, B: int, task, trend: Trend, budget: Budget) -> 
     try:
         rows, (logits, state) = measure_prefill(model, ids, int(task.repeats), budget)
         prefill_path = model.prefill_config
-        trend.learn(L, B, rows)
+        trend.learn(L, B, rows)  # the prefill's time and peak, even if the decode runs out of memory
         rows += measure_decode(model, logits, state, int(task.decode_steps), int(task.warmup), budget)
-        trend.learn(L, B, rows)
+        trend.learn(L, B, rows)  # the point's peak: the larger of prefill's and decode's
     except Exception as e:
         if is_oom(e):
-            trend.oom_at[B] = min(L, trend.oom_at.get(B, L))
+            trend.ran_out(L, B)
         raise
     rows.append({"metric": "weights_bytes", "value": model.weights_nbytes, "n": 1})
     variant = f"prefill={prefill_path};decode={model.decode_config}"
