@@ -11,6 +11,7 @@ Settings, in order (the budget --budget-s cuts the list short, most important fi
   compiled   torch.compile of the block / each layer and of the loss chunk, whole batch per pass (the ladder's)
   eager      no compile
   plain_ce   compiled, but the unfused head + torch cross-entropy over all logits (B x T x V)
+  inductor_ce compiled, the fused head + cross-entropy's chunks compiled by inductor, not our Triton kernel
   micro_half compiled, the batch in two micro-batches (gradient accumulation)
   batch_x2   compiled, twice the sequences per step
 MFU = tokens/s x FLOPs per token / peak, FLOPs per token = 6 (V D + 13 D^2 L) for RWKV-4 and that plus
@@ -30,7 +31,7 @@ import torch
 from rwkvbench.config import load_option
 from rwkvbench.timing import timed_ms
 from rwkvbench.train.families import get_family, padded_vocab
-from rwkvbench.train.loss import _chunk, linear_cross_entropy, plain_cross_entropy
+from rwkvbench.train.loss import _chunk, chunk_fn_for, linear_cross_entropy, plain_cross_entropy
 from rwkvbench.train.optim import make_optimizer
 from rwkvbench.train.trainer import train_step
 
@@ -38,6 +39,7 @@ SETTINGS = {
     "compiled": dict(compile=True, loss_fn=linear_cross_entropy, micro=1, batch=1),
     "eager": dict(compile=False, loss_fn=linear_cross_entropy, micro=1, batch=1),
     "plain_ce": dict(compile=True, loss_fn=plain_cross_entropy, micro=1, batch=1),
+    "inductor_ce": dict(compile=True, loss_fn=linear_cross_entropy, micro=1, batch=1, chunk="inductor"),
     "micro_half": dict(compile=True, loss_fn=linear_cross_entropy, micro=2, batch=1),
     "batch_x2": dict(compile=True, loss_fn=linear_cross_entropy, micro=1, batch=2),
 }
@@ -53,10 +55,11 @@ def measure(family: str, size_name: str, setting: str, args) -> dict:
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     model = get_family(family)(recipe, {"n_layer": size.n_layer, "n_embd": size.n_embd}, VOCAB, 0, device)
-    chunk_fn = _chunk
     if s["compile"] and on_gpu:
         torch._dynamo.reset()  # as the trainer does: each size compiles its own static graph
         model.compile()
+    chunk_fn = chunk_fn_for(device, s["compile"])
+    if s.get("chunk") == "inductor":
         chunk_fn = torch.compile(_chunk, dynamic=True)
     optimizer = make_optimizer(model, recipe, 1e-4, device)
     batch_size = int(size.batch_size) * s["batch"]
@@ -86,14 +89,15 @@ def plan(args) -> list[tuple[str, str, str]]:
     jobs = [(f, s, "compiled") for s in args.sizes for f in args.families]
     jobs += [(f, s, "eager") for s in args.sizes for f in args.families]
     ends = list(dict.fromkeys([args.sizes[0], args.sizes[-1]]))
-    jobs += [(f, s, name) for name in ("plain_ce", "micro_half", "batch_x2") for s in ends for f in args.families]
+    others = ("plain_ce", "inductor_ce", "micro_half", "batch_x2")
+    jobs += [(f, s, name) for name in others for s in ends for f in args.families]
     return jobs
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", nargs="+", default=["rwkv4", "neox"])
-    p.add_argument("--sizes", nargs="+", default=["s1", "s2", "s3", "s4", "s5", "s6"])
+    p.add_argument("--sizes", nargs="+", default=["s1", "s2", "s3", "s4", "s5", "s6", "s7"])
     p.add_argument("--settings", nargs="+", default=None, help="only these settings (default: all, in order)")
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--loss-chunk", type=int, default=8192)

@@ -9,7 +9,7 @@ from conftest import rel_err
 from rwkvbench.config import load_option
 from rwkvbench.results import ResultsWriter
 from rwkvbench.train.families import get_family
-from rwkvbench.train.loss import _chunk
+from rwkvbench.train.loss import _chunk, chunk_fn_for
 from rwkvbench.train.optim import make_optimizer
 from rwkvbench.train.rows import training_table
 from rwkvbench.train.trainer import train_step
@@ -21,10 +21,9 @@ FAMILIES = ["rwkv4", "neox"]
 def steps(family, compiled, amp_dtype, n=4, seed=0):
     recipe = load_option("train/family", family)
     model = get_family(family)(recipe, {"n_layer": 2, "n_embd": 128}, 512, seed, torch.device("cuda"))
-    chunk_fn = _chunk
+    chunk_fn = chunk_fn_for(torch.device("cuda"), compiled)
     if compiled:
         model.compile()
-        chunk_fn = torch.compile(_chunk, dynamic=True)
     opt = make_optimizer(model, recipe, 2e-3, torch.device("cuda"))
     g = torch.Generator().manual_seed(seed)
     losses = []
@@ -89,3 +88,29 @@ def test_trainer_end_to_end_compiled_bf16(tmp_path, family):
                        dtype="fp32")
     logits, _ = model.prefill(torch.randint(0, 256, (2, 64)))
     assert torch.isfinite(logits).all()
+
+
+def test_compiled_loss_chunk_matches_float64_reference():
+    """The compiled head + cross-entropy chunk the trainer runs (bf16 products, float32 softmax, L2Wrap),
+    against float64 autograd of the unfused loss plus L2Wrap's extra gradient."""
+    from rwkvbench.train.loss import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 700, 64, generator=g)).cuda().requires_grad_()
+    w = (torch.randn(5000, 64, generator=g) * 0.2).cuda().requires_grad_()
+    t = torch.randint(0, 5000, (3, 700), generator=g).cuda()
+    factor = 1e-4
+    torch._dynamo.reset()
+    loss = linear_cross_entropy(x, w, t, chunk=512, l2wrap=factor, dtype=torch.bfloat16,
+                                chunk_fn=torch.compile(_chunk, dynamic=True))
+    gx, gw = torch.autograd.grad(loss, [x, w])
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    logits = x64 @ w64.t()
+    top, where = logits.max(-1, keepdim=True)
+    extra = torch.zeros_like(logits).scatter_(-1, where, top * factor / t.numel())
+    ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), t.flatten())
+    rx, rw = torch.autograd.grad([ref, logits], [x64, w64], grad_outputs=[torch.ones((), dtype=torch.float64,
+                                                                                       device="cuda"), extra])
+    assert abs(loss.item() - ref.item()) <= 1e-2 * ref.item()
+    assert rel_err(gx.double(), rx) <= 2e-2 and rel_err(gw.double(), rw) <= 2e-2, (rel_err(gx.double(), rx),
+                                                                                    rel_err(gw.double(), rw))

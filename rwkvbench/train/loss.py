@@ -18,17 +18,34 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
 
 
 def _chunk(x, weight, targets, n_total: int, l2wrap: float):
-    """One chunk: summed loss, d(mean loss)/d logits in the matmul dtype."""
+    """One chunk: summed loss, d(mean loss)/d logits in the matmul dtype.
+
+    Written as two reductions over each row (max, log-sum-exp) and one pointwise expression for the
+    gradient, with the one-hot terms as comparisons against the column index rather than scatters into
+    a float32 copy: compiled, that is one pass that reads the logits and one that writes the gradient
+    (on an H200 the scatter version spent 18 of 83 ms of a 34M-parameter training step here)."""
     logits = (x @ weight.t()).to(_wide(x.dtype))
     lse = torch.logsumexp(logits, dim=-1)
     loss = (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
-    grad = torch.exp(logits - lse[:, None])
-    rows = torch.arange(len(targets), device=x.device)
-    grad[rows, targets] -= 1
+    cols = torch.arange(logits.shape[1], device=x.device)
+    grad = torch.exp(logits - lse[:, None]) - (cols == targets[:, None]).to(logits.dtype)
     if l2wrap:  # RWKV-LM's L2Wrap: a gradient pulling each position's largest logit towards zero
         top, where = logits.max(dim=-1)
-        grad[rows, where] += l2wrap * top
+        grad = grad + (l2wrap * top)[:, None] * (cols == where[:, None]).to(logits.dtype)
     return loss, (grad / n_total).to(x.dtype)
+
+
+def chunk_fn_for(device: torch.device, compile: bool):
+    """The chunk function training runs on `device`: on CUDA our Triton kernel
+    (kernels/cross_entropy_triton.py, tested against `_chunk`), or where Triton is missing the compiled
+    `_chunk` (compile on) or `_chunk` itself; elsewhere `_chunk`."""
+    if device.type != "cuda":
+        return _chunk
+    try:
+        from rwkvbench.kernels.cross_entropy_triton import chunk_triton
+    except ImportError:
+        return torch.compile(_chunk, dynamic=True) if compile else _chunk
+    return chunk_triton
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -28,7 +28,7 @@ from rwkvbench.train import rows
 from rwkvbench.train.checkpoint import load_checkpoint, save_checkpoint
 from rwkvbench.train.data import Corpus, check_epochs
 from rwkvbench.train.families import Trainable, get_family, padded_vocab
-from rwkvbench.train.loss import _chunk, linear_cross_entropy, token_nll
+from rwkvbench.train.loss import _chunk, chunk_fn_for, linear_cross_entropy, token_nll
 from rwkvbench.train.optim import lr_factor, make_optimizer, set_lr
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -195,14 +195,13 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
                                     eos_token_id=corpus.tokenizer.eos_token_id)
     on_gpu = device.type == "cuda"
     amp_dtype = DTYPES[spec.precision] if on_gpu else torch.float32
-    chunk_fn = _chunk
     if spec.compile and on_gpu:
         # A fresh compile per run: dynamo's cache is keyed by function, so the next size's shapes would
         # otherwise recompile block_step with symbolic sizes, whose backward returned a (C,) gradient
         # for a (1, 1, C) mix on torch 2.11 (seen on an H200).
         torch._dynamo.reset()
         model.compile()
-        chunk_fn = torch.compile(_chunk, dynamic=True)
+    chunk_fn = chunk_fn_for(device, spec.compile)
     optimizer = make_optimizer(model, OmegaConf.create(spec.recipe), spec.lr, device)
     recipe = spec.recipe
     ckpt = run_dir / "checkpoint.pt"
