@@ -102,7 +102,7 @@ def test_killed_and_stopped_runs_resume_to_the_same_weights(tmp_path, corpus, mo
     # stopped by a deadline already past: one step, a checkpoint, False
     assert not train_run(spec, corpus, out, writer, torch.device("cpu"), deadline=0.0)
     assert (out / "runs" / spec.run_dir_name / "checkpoint.pt").is_file()
-    # killed while fetching the ninth batch (after the checkpoint of step 8)
+    # killed while fetching the ninth batch (one step ahead: after the checkpoint of step 7)
     real_batch = type(corpus.windows).batch
 
     def dies_at_nine(self, index, batch_size):
@@ -123,6 +123,25 @@ def test_killed_and_stopped_runs_resume_to_the_same_weights(tmp_path, corpus, mo
     metrics = ["loss", "val_loss", "tokens", "flops", "lr"]
     ta, tb = training_table(whole.read()), training_table(writer.read())
     assert ta[["step", *metrics]].equals(tb[["step", *metrics]])
+
+
+def test_batches_come_in_the_runs_order_one_step_ahead(corpus):
+    from rwkvbench.train.trainer import batches_ahead
+
+    fetched = []
+    real = corpus.windows.batch
+
+    class Spy:
+        def batch(self, index, batch_size):
+            fetched.append(index)
+            return real(index, batch_size)
+
+    got = batches_ahead(Spy(), 3, 7, 4, torch.device("cpu"))
+    first = next(got)
+    assert fetched == [3, 4]  # the next batch is on its way while this one trains
+    rest = list(got)
+    assert [torch.equal(b, real(i, 4)) for i, b in zip(range(3, 7), [first, *rest])] == [True] * 4
+    assert fetched == [3, 4, 5, 6]
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path, corpus):

@@ -103,6 +103,24 @@ def _micro_batches(batch: torch.Tensor, micro: int | None):
     return batch.split(micro)
 
 
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch copied to the GPU without stopping the host: from page-locked memory the copy is queued
+    behind the running step. (From pageable memory the host waits until the GPU is idle, and the GPU then
+    waits while the host queues the next step's kernels: 10-25% of a ladder run's time on an H200.)"""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
+def batches_ahead(windows, first: int, last: int, batch_size: int, device: torch.device):
+    """The run's batches first .. last - 1 on `device`, each fetched and queued one step ahead."""
+    ahead = _to_device(windows.batch(first, batch_size), device) if first < last else None
+    for i in range(first, last):
+        current = ahead
+        ahead = _to_device(windows.batch(i + 1, batch_size), device) if i + 1 < last else None
+        yield current
+
+
 def rank_share(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's rows of the global batch: B / W consecutive windows."""
     if len(batch) % world_size:
@@ -269,13 +287,14 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
     lr = spec.lr
     bar = tqdm(total=spec.steps, initial=step, desc=f"{spec.name} {spec.tag}", leave=False, mininterval=2.0,
                disable=not main)
+    batches = batches_ahead(corpus.windows, step, spec.steps, spec.batch_size, device)
     while step < spec.steps:
         if step == timed["from_step"]:
             sync()
             timed["mark"] = time.perf_counter()
         lr = spec.lr * lr_factor(step, spec.steps, recipe["warmup"], recipe["min_lr_ratio"])
         set_lr(optimizer, lr)
-        batch = corpus.windows.batch(step, spec.batch_size)
+        batch = next(batches)
         loss_sum += train_step(model, optimizer, batch, device, micro_batch_size=spec.micro_batch_size,
                                amp_dtype=amp_dtype, loss_chunk=spec.loss_chunk, l2wrap=float(recipe.get("l2wrap", 0.0)),
                                grad_clip=float(recipe["grad_clip"]), chunk_fn=chunk_fn, rank=place.rank,
