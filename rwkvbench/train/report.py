@@ -10,7 +10,6 @@ import pandas as pd
 
 from rwkvbench.train.scaling import COMPUTE, eligible_points
 
-COLORS = {"rwkv": "tab:red", "transformer": "tab:blue"}
 
 
 def runs_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -52,32 +51,36 @@ def write_tables(table: pd.DataFrame, fits: dict, path: Path) -> Path:
 
 
 def plot_scaling(table: pd.DataFrame, fits: dict, path: Path, min_fraction: float, compute: str = "total") -> Path:
-    import matplotlib
+    from rwkvbench.plots import style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = style.pyplot()
     column = COMPUTE[compute]
     points = eligible_points(table, min_fraction)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    xs, ys = list(points[column]), list(points.val_loss)
     for family, group in points.groupby("family"):
-        color = COLORS.get(family)
-        name = group.model.iloc[0].rpartition("_")[0]
-        ax.scatter(group[column], group.val_loss, s=10, alpha=0.3, color=color)
+        look = style.family(family)
+        ax.scatter(group[column], group.val_loss, s=10, alpha=0.3, color=look.colour, marker=look.marker)
         got = fits.get((family, compute))
         if got is None:
             continue
         front, f = got["frontier"], got["fit"]
-        ax.scatter(front[column], front.val_loss, s=28, color=color, edgecolor="black", linewidth=0.5)
+        ax.scatter(front[column], front.val_loss, s=30, color=look.colour, marker=look.marker, edgecolor="black",
+                   linewidth=0.5)
         c = np.geomspace(f["c_min"], f["c_max"] * 10, 50)
-        ax.plot(c, f["a"] * c ** -f["b"], color=color,
-                label=f"{name}: b = {f['b']:.4f} [{f['b_ci_low']:.4f}, {f['b_ci_high']:.4f}], r² = {f['r2']:.3f}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+        fitted = f["a"] * c ** -f["b"]
+        xs += [c[-1]]
+        ys += [fitted[-1]]
+        ax.plot(c, fitted, color=look.colour,
+                label=f"{look.label}: b = {f['b']:.4f} [{f['b_ci_low']:.4f}, {f['b_ci_high']:.4f}], r² = {f['r2']:.3f}")
+    style.log_axis(ax, "x", xs, "flops")
+    style.log_axis(ax, "y", ys, "decimal")
     ax.set_xlabel(f"training compute C (FLOPs, {compute} parameters)")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("Loss vs compute: Pareto frontier and L = a·C^-b (line extended one decade)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("validation loss (nats per token)")
+    ax.set_title("Validation loss versus compute: L = a·C^-b on each family's Pareto frontier", fontsize=10)
+    ax.text(0.01, 0.01, "large markers: the frontier (fitted); small: every other validation point; "
+            "lines run one decade past the data", transform=ax.transAxes, fontsize=7, color="#444444")
+    ax.legend(fontsize=8, title="exponent b [95% bootstrap CI], r²", title_fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
