@@ -25,6 +25,7 @@ from rwkvbench.train.trainer import train_step
 # kernel name pattern -> group (first match wins)
 GROUPS = [
     ("wkv", r"wkv"),
+    ("cross-entropy (Triton)", r"cross_entropy"),
     ("attention", r"flash|fmha|attention|sdpa|cudnn"),
     ("matmul", r"gemm|cutlass|sm90_xmma|nvjet|cublas|ampere_|sm80_|xmma"),
     ("optimizer", r"adam|multi_tensor|foreach|norm_kernel|clip"),

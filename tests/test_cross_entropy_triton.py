@@ -30,7 +30,8 @@ def test_triton_chunk_equals_reference_chunk(dtype, l2wrap, rows, V):
     ref_loss, ref_grad = _chunk(x, w, t, n_total, l2wrap)
     assert grad.dtype == dtype and grad.shape == (rows, V)
     assert abs(loss.item() - ref_loss.item()) <= 1e-5 * abs(ref_loss.item())
-    # the same float32 values rounded once to the output dtype (bf16: 2^-8 relative)
+    # the same float32 values rounded once to the output dtype (bf16: 2^-8 relative); L2Wrap's term is
+    # about 1e-3 of the largest gradient here, so the float32 cases are the ones that hold it
     bound = 8e-3 if dtype == torch.bfloat16 else 1e-5
     assert rel_err(grad, ref_grad) <= bound, rel_err(grad, ref_grad)
 

@@ -25,9 +25,11 @@ def _cross_entropy_rows(logits_ptr, targets_ptr, loss_ptr, n_rows, V, stride, in
         m = tl.full((), float("-inf"), tl.float32)
         s = tl.zeros((), tl.float32)
         top_at = tl.zeros((), tl.int32)
+        x_target = tl.zeros((), tl.float32)  # read in this pass: the second overwrites the row, warp by warp
         for lo in range(0, V, BLOCK):
             cols = lo + tl.arange(0, BLOCK)
             x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+            x_target += tl.sum(tl.where(cols == target, x, 0.0), 0)
             block_max = tl.max(x, 0)
             if L2WRAP:
                 block_at = lo + tl.argmax(x, 0)
@@ -36,7 +38,7 @@ def _cross_entropy_rows(logits_ptr, targets_ptr, loss_ptr, n_rows, V, stride, in
             s = s * tl.exp(m - new_m) + tl.sum(tl.exp(x - new_m), 0)
             m = new_m
         lse = m + tl.log(s)
-        tl.store(loss_ptr + row, lse - tl.load(base + target).to(tl.float32))
+        tl.store(loss_ptr + row, lse - x_target)
         for lo in range(0, V, BLOCK):
             cols = lo + tl.arange(0, BLOCK)
             mask = cols < V
@@ -58,11 +60,9 @@ def _cross_entropy_row_in_registers(logits_ptr, targets_ptr, loss_ptr, V, stride
     mask = cols < V
     x = tl.load(base + cols, mask=mask, other=float("-inf")).to(tl.float32)
     m = tl.max(x, 0)
-    e = tl.exp(x - m)
-    s = tl.sum(e, 0)
-    lse = m + tl.log(s)
+    lse = m + tl.log(tl.sum(tl.exp(x - m), 0))
     tl.store(loss_ptr + row, lse - tl.sum(tl.where(cols == target, x, 0.0), 0))
-    g = e / s - tl.where(cols == target, 1.0, 0.0)
+    g = tl.exp(x - lse) - tl.where(cols == target, 1.0, 0.0)  # exp again: one row of values live, not two
     if L2WRAP:
         g += tl.where(cols == tl.argmax(x, 0), l2wrap * m, 0.0)
     tl.store(base + cols, (g * inv_n).to(logits_ptr.dtype.element_ty), mask=mask)

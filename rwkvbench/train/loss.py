@@ -28,10 +28,11 @@ def _chunk(x, weight, targets, n_total: int, l2wrap: float):
     lse = torch.logsumexp(logits, dim=-1)
     loss = (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
     cols = torch.arange(logits.shape[1], device=x.device)
-    grad = torch.exp(logits - lse[:, None]) - (cols == targets[:, None]).to(logits.dtype)
+    grad = torch.exp(logits - lse[:, None])
+    grad -= (cols == targets[:, None]).to(grad.dtype)  # in place: eager runs hold one (rows x V) float buffer
     if l2wrap:  # RWKV-LM's L2Wrap: a gradient pulling each position's largest logit towards zero
         top, where = logits.max(dim=-1)
-        grad = grad + (l2wrap * top)[:, None] * (cols == where[:, None]).to(logits.dtype)
+        grad += (l2wrap * top)[:, None] * (cols == where[:, None]).to(grad.dtype)
     return loss, (grad / n_total).to(x.dtype)
 
 
