@@ -19,8 +19,9 @@ from rwkvbench.units import Unit
 
 
 def package_docs() -> str:
-    """The README (from the installed package's metadata) followed by every module's docstring."""
-    import importlib
+    """The README (from the installed package's metadata) followed by every module's docstring, read from
+    the source (no module is imported: some need a GPU package, e.g. the Triton kernels)."""
+    import ast
     import importlib.metadata
     import pkgutil
 
@@ -34,7 +35,8 @@ def package_docs() -> str:
     for mod in pkgutil.walk_packages(rwkvbench.__path__, "rwkvbench."):
         if mod.name.startswith(("rwkvbench.conf", "rwkvbench.csrc", "rwkvbench.__main__")):
             continue
-        doc = importlib.import_module(mod.name).__doc__
+        origin = mod.module_finder.find_spec(mod.name).origin
+        doc = ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8")), clean=False)
         if doc:
             parts.append(doc.strip())
     return "\n\n".join(p for p in parts if p)
