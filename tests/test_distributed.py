@@ -134,6 +134,9 @@ corpus = load_corpus(data_config(Path({corpus!r})), CONTEXT, seed=0)
 spec = tiny_spec("rwkv4", steps=12, eval_points=2, micro_batch_size={micro}, export_weights=True)
 out = Path({out!r})
 assert train_run(spec, corpus, out, ResultsWriter(out), torch.device("cpu"))
+# a deadline already past: every rank stops at the same step, the first at which they share rank 0's clock
+late = tiny_spec("rwkv4", steps=40, eval_points=2, micro_batch_size={micro}, export_weights=False)
+assert not train_run(late, corpus, out / "late", ResultsWriter(out / "late"), torch.device("cpu"), deadline=0.0)
 distributed.shutdown()
 """
 
@@ -141,7 +144,9 @@ distributed.shutdown()
 @pytest.mark.slow
 def test_two_rank_data_parallel_training_takes_one_ranks_steps(tmp_path):
     """Batch 4: one process in micro-batches of 2, or two ranks of 2 windows each whose gradients are
-    summed; the sum of two terms is the same in either order, so the runs agree to the bit."""
+    summed; the sum of two terms is the same in either order, so the runs agree to the bit. A deadline
+    stops both ranks at the same step."""
+    from rwkvbench.train.trainer import CLOCK_STEPS
     from test_train_run import corpus_documents
 
     corpus = tmp_path / "corpus"
@@ -159,6 +164,8 @@ def test_two_rank_data_parallel_training_takes_one_ranks_steps(tmp_path):
                                                   "--nproc_per_node=2"]
         out = subprocess.run([*launch, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
+        stop = 1 if n == 1 else CLOCK_STEPS  # one process reads its own clock every step
+        assert out.stdout.count(f"deadline reached at step {stop} of 40") == n, out.stdout[-2000:]
     one, two = (read_results(tmp_path / f"out{n}") for n in (1, 2))
     pick = lambda df: df[df.metric.isin(["loss", "val_loss"])].sort_values(["step", "metric"])  # noqa: E731
     assert len(pick(one)) == 4 and pick(one).value.tolist() == pick(two).value.tolist()

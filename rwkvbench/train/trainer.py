@@ -103,6 +103,9 @@ def _micro_batches(batch: torch.Tensor, micro: int | None):
     return batch.split(micro)
 
 
+CLOCK_STEPS = 16  # data parallel: how often the ranks share rank 0's deadline and checkpoint clock
+
+
 def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A batch copied to the GPU without stopping the host: from page-locked memory the copy is queued
     behind the running step. (From pageable memory the host waits until the GPU is idle, and the GPU then
@@ -310,11 +313,15 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
                 f" MFU {got['tok/s'] * matmul_flops / (spec.peak_tflops * 1e12):.1%}" if on_gpu else "")
             bar.write(f"[rwkvbench.train] {spec.name} {spec.tag}: step {step}/{spec.steps}, "
                       f"{step * tokens_per_step / 1e6:.2f}M tokens, val {got['val']:.4f}, {speed}")
+        step_due = bool(spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0)
         out_of_time = deadline is not None and time.monotonic() > deadline
-        due = (spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0) or \
-            time.monotonic() - last_ckpt > spec.checkpoint_every_s
-        if place.world_size > 1:  # every rank stops at the same step (rank 0's clock decides)
-            out_of_time, due = distributed.broadcast_object((out_of_time, due))
+        due = step_due or time.monotonic() - last_ckpt > spec.checkpoint_every_s
+        if place.world_size > 1:  # every rank stops at the same step: rank 0's clock decides, every
+            # CLOCK_STEPS steps (a collective of a Python object each step would make each rank wait for its GPU)
+            if step % CLOCK_STEPS == 0:
+                out_of_time, due = distributed.broadcast_object((out_of_time, due))
+            else:
+                out_of_time, due = False, step_due
         if step < spec.steps and (due or out_of_time):
             checkpoint(step)
             last_ckpt = time.monotonic()
