@@ -16,11 +16,9 @@ from collections import defaultdict
 
 import torch
 
-from rwkvbench.config import load_option
-from rwkvbench.train.families import get_family, padded_vocab
-from rwkvbench.train.loss import chunk_fn_for
-from rwkvbench.train.optim import make_optimizer
+from rwkvbench.timing import timed_ms
 from rwkvbench.train.trainer import train_step
+from train_throughput import prepare  # the same step train_throughput.py times (its `compiled` setting)
 
 # kernel name pattern -> group (first match wins)
 GROUPS = [
@@ -54,28 +52,13 @@ def main():
     p.add_argument("--top", type=int, default=20)
     args = p.parse_args()
     device = torch.device("cuda")
-    size = load_option("train/size", args.size)
-    recipe = load_option("train/family", args.family)
-    vocab = padded_vocab(50277)
-    model = get_family(args.family)(recipe, {"n_layer": size.n_layer, "n_embd": size.n_embd}, vocab, 0, device)
-    torch._dynamo.reset()
-    model.compile()
-    chunk_fn = chunk_fn_for(device, True)
-    optimizer = make_optimizer(model, recipe, 1e-4, device)
-    batch_size = args.batch_size or int(size.batch_size)
-    batch = torch.randint(0, 50277, (batch_size, args.context + 1), device=device)
-    kw = dict(micro_batch_size=None, amp_dtype=torch.bfloat16, loss_chunk=args.loss_chunk,
-              l2wrap=float(recipe.get("l2wrap", 0.0)), grad_clip=1.0, chunk_fn=chunk_fn)
+    size, model, optimizer, batch, kw = prepare(args.family, args.size, "compiled", device, args.context,
+                                                args.loss_chunk, args.batch_size)
+    batch_size = len(batch)
     for _ in range(args.warmup):
         train_step(model, optimizer, batch, device, **kw)
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(args.steps):
-        train_step(model, optimizer, batch, device, **kw)
-    end.record()
-    torch.cuda.synchronize()
-    step_ms = start.elapsed_time(end) / args.steps
+    step_ms = timed_ms(lambda: [train_step(model, optimizer, batch, device, **kw) for _ in range(args.steps)],
+                       device) / args.steps
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(args.steps):
             train_step(model, optimizer, batch, device, **kw)

@@ -46,26 +46,35 @@ SETTINGS = {
 VOCAB = padded_vocab(50277)
 
 
-def measure(family: str, size_name: str, setting: str, args) -> dict:
+def prepare(family: str, size_name: str, setting: str, device: torch.device, context: int, loss_chunk: int,
+            batch_size: int | None = None):
+    """A fresh model of this family and size, its optimizer, a random batch on the device and the
+    train_step keywords of `setting` (train_profile.py profiles the same step)."""
     s = SETTINGS[setting]
     size = load_option("train/size", size_name)
     recipe = load_option("train/family", family)
-    device = torch.device(args.device)
-    on_gpu = device.type == "cuda"
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats()
     model = get_family(family)(recipe, {"n_layer": size.n_layer, "n_embd": size.n_embd}, VOCAB, 0, device)
-    if s["compile"] and on_gpu:
+    if s["compile"] and device.type == "cuda":
         torch._dynamo.reset()  # as the trainer does: each size compiles its own static graph
         model.compile()
     chunk_fn = chunk_fn_for(device, s["compile"])
     if s.get("chunk") == "inductor":
         chunk_fn = torch.compile(_chunk, dynamic=True)
     optimizer = make_optimizer(model, recipe, 1e-4, device)
-    batch_size = int(size.batch_size) * s["batch"]
-    batch = torch.randint(0, min(VOCAB, 50277), (batch_size, args.context + 1), device=device)
-    step = dict(micro_batch_size=batch_size // s["micro"], amp_dtype=torch.bfloat16, loss_chunk=args.loss_chunk,
+    batch_size = batch_size or int(size.batch_size) * s["batch"]
+    batch = torch.randint(0, min(VOCAB, 50277), (batch_size, context + 1), device=device)
+    step = dict(micro_batch_size=batch_size // s["micro"], amp_dtype=torch.bfloat16, loss_chunk=loss_chunk,
                 l2wrap=float(recipe.get("l2wrap", 0.0)), grad_clip=1.0, chunk_fn=chunk_fn, loss_fn=s["loss_fn"])
+    return size, model, optimizer, batch, step
+
+
+def measure(family: str, size_name: str, setting: str, args) -> dict:
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    size, model, optimizer, batch, step = prepare(family, size_name, setting, device, args.context, args.loss_chunk)
+    batch_size = len(batch)
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         loss = train_step(model, optimizer, batch, device, **step)
