@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +19,12 @@ def conf_dir() -> Path:
     import rwkvbench.conf as pkg
 
     return Path(pkg.__file__).parent
+
+
+def cache_root() -> Path:
+    """Where rwkvbench keeps what it builds or writes once (kernel builds, lm-eval task files):
+    $RWKVBENCH_CACHE, else ~/.cache/rwkvbench."""
+    return Path(os.environ.get("RWKVBENCH_CACHE", Path.home() / ".cache" / "rwkvbench"))
 
 
 def options(group: str) -> list[str]:

@@ -22,10 +22,11 @@ import hashlib
 import os
 import sys
 import types
-import uuid
 from pathlib import Path
 
+from rwkvbench.config import cache_root
 from rwkvbench.errors import UserError, exit_with, full_error_requested
+from rwkvbench.results import atomic_write
 
 PROG = "rwkvbench-lm-eval"
 DATA_DIR_FLAG = "--data_dir"
@@ -47,8 +48,7 @@ def task_yaml(config: dict) -> str:
 
 
 def _task_dir(data_file: Path) -> Path:
-    root = Path(os.environ.get("RWKVBENCH_CACHE", Path.home() / ".cache" / "rwkvbench"))
-    return root / "lm_eval_tasks" / hashlib.sha256(str(data_file).encode()).hexdigest()[:12]
+    return cache_root() / "lm_eval_tasks" / hashlib.sha256(str(data_file).encode()).hexdigest()[:12]
 
 
 def write_local_task(name: str, data_dir) -> Path | None:
@@ -60,9 +60,7 @@ def write_local_task(name: str, data_dir) -> Path | None:
     config = resolve_task(name, str(data_dir))
     path = _task_dir(Path(config["dataset_kwargs"]["data_files"]["test"])) / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(task_yaml(config), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(task_yaml(config), encoding="utf-8"))
     return path
 
 

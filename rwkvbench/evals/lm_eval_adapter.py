@@ -129,11 +129,6 @@ class SequenceModelLM(TemplateLM):
     def barrier(self) -> None:
         distributed.barrier()
 
-    @staticmethod
-    def resolve_batch_size(batch_size: int | str, max_batch_size: int | None = None) -> int:
-        """The batch size a run records; see parse_batch_size."""
-        return parse_batch_size(batch_size, max_batch_size)
-
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
         """lm-eval's command line and simple_evaluate: model_args plus its own batch_size / max_batch_size /

@@ -74,9 +74,9 @@ class _Session:
         self._lm = self._manager = None
 
     def get_batch_size(self) -> int:
-        from rwkvbench.evals.lm_eval_adapter import SequenceModelLM
+        from rwkvbench.evals.lm_eval_adapter import DEFAULT_BATCH_SIZE, parse_batch_size
 
-        return SequenceModelLM.resolve_batch_size(self.task.get("batch_size") or 16)
+        return parse_batch_size(self.task.get("batch_size") or DEFAULT_BATCH_SIZE)
 
     def get(self):
         if self._lm is None:
@@ -86,7 +86,7 @@ class _Session:
 
             # Indexing lm-eval's own task tree takes seconds: only when a task comes from it.
             self._manager = TaskManager(include_defaults=any(isinstance(c, str) for c in self.configs.values()))
-            self._lm = SequenceModelLM(self.model, batch_size=self.task.get("batch_size") or 16)
+            self._lm = SequenceModelLM(self.model, batch_size=self.get_batch_size())
         return self._lm, self._manager
 
 

@@ -10,6 +10,8 @@ import os
 import warnings
 from pathlib import Path
 
+from rwkvbench.config import cache_root
+
 SOURCES = ("extension.cpp", "wkv4_binding.cpp", "wkv4_kernels.cu", "norm_shift_binding.cpp", "norm_shift.cu",
            "rwkv4_decode_binding.cpp", "rwkv4_decode.cu")
 
@@ -28,8 +30,7 @@ def _cache_dir(sources: list[Path], defines: tuple) -> Path:
     digest = hashlib.sha256(repr(defines).encode())
     for src in sources + sorted(csrc_dir().glob("*.h")):
         digest.update(src.read_bytes())
-    root = Path(os.environ.get("RWKVBENCH_CACHE", Path.home() / ".cache" / "rwkvbench"))
-    path = root / "wkv4" / digest.hexdigest()[:16]
+    path = cache_root() / "wkv4" / digest.hexdigest()[:16]
     path.mkdir(parents=True, exist_ok=True)
     return path
 
