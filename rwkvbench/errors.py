@@ -32,3 +32,14 @@ def exit_with(prog: str, message, code: int = 2):
     text = " ".join(str(message).split()).strip() if "\n" in str(message) else str(message).strip()
     print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+def decode_utf8(raw: bytes, path, error: type[UserError] = DataError) -> str:
+    """raw as UTF-8, or one `error` that names the file, line, column and byte that is not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise error(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); "
+                    f"save the file as UTF-8") from None

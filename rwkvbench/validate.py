@@ -223,17 +223,11 @@ def _reasons(skipped: dict[str, str]) -> str:
 def check_perplexity_part(part: DictConfig, where: str) -> None:
     text = part.get("text")
     if text != "package_docs":
-        path = Path(str(text)).expanduser()
-        if not path.is_file():
+        if not Path(str(text)).expanduser().is_file():
             raise ConfigError(f"{where}.text={text}: no such file (give a UTF-8 text file or package_docs)")
-        raw = path.read_bytes()
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            from rwkvbench.errors import DataError
+        from rwkvbench.evals.perplexity import load_text
 
-            line = raw.count(b"\n", 0, e.start) + 1
-            raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the text as UTF-8") from None
+        load_text(str(text))  # what the run reads, read as it reads it (cached for the run)
     check_int(f"{where}.context_len", part.get("context_len"))
     check_int(f"{where}.max_tokens", part.get("max_tokens"))
     check_batch_size(f"{where}.batch_size", part.get("batch_size"), allow_auto=False)

@@ -7,6 +7,7 @@ across tokenizers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from rwkvbench.errors import decode_utf8
 from rwkvbench.evals import register
 from rwkvbench.units import Unit
 
@@ -43,16 +45,24 @@ def package_docs() -> str:
 
 
 def load_text(source: str) -> str:
+    """The text to score: package_docs, a Pile-format file's documents, or a UTF-8 text file. The run's
+    validation reads it first (validate.check_perplexity_part); a file is read once for both."""
     if source == "package_docs":
         return package_docs()
-    path = Path(source)
+    path = Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{source}: perplexity text not found (give a text file or 'package_docs')")
+    stat = path.stat()
+    return _file_text(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _file_text(path: str, mtime_ns: int, size: int) -> str:
     from rwkvbench.train.data import is_pile_file, pile_text
 
     if is_pile_file(path):  # a Pile-format split: its documents as the trainer's validation stream joins them
         return pile_text(path)
-    return path.read_text(encoding="utf-8")
+    return decode_utf8(Path(path).read_bytes(), path)
 
 
 def windows(ids: list[int], length: int) -> list[list[int]]:

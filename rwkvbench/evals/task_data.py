@@ -11,7 +11,7 @@ import functools
 import json
 from pathlib import Path
 
-from rwkvbench.errors import UserError
+from rwkvbench.errors import UserError, decode_utf8
 
 # layout -> required field -> what it must hold ("text", "texts": a non-empty list of strings, "index":
 # an int indexing that list). Extra fields are allowed and ignored.
@@ -58,14 +58,7 @@ def _check_row(row, layout: str) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _validated(path: str, layout: str, mtime_ns: int, size: int) -> int:
-    raw = Path(path).read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise TaskDataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); "
-                            f"save the file as UTF-8") from None
+    text = decode_utf8(Path(path).read_bytes(), path, TaskDataError)
     rows = 0
     for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a string
         line = line.strip()
