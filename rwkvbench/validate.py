@@ -178,12 +178,8 @@ def check_kernel(choice, models: list[tuple[DictConfig, object]]) -> None:
 
 
 # ---- task parts -----------------------------------------------------------------------------------------
-def _container(value) -> dict:
-    return OmegaConf.to_container(value) if value else {}
-
-
 def check_lm_eval_part(part: DictConfig, where: str) -> None:
-    from rwkvbench.evals.lm_eval_tasks import partition_tasks
+    from rwkvbench.evals.quality import task_configs, task_files
 
     tasks = part.tasks
     if isinstance(tasks, str):
@@ -197,12 +193,11 @@ def check_lm_eval_part(part: DictConfig, where: str) -> None:
     if data_dir and not Path(str(data_dir)).expanduser().is_dir():
         raise ConfigError(f"data_dir={data_dir}: no such folder (expected a folder of <task>.jsonl files, e.g. "
                           f"../shared/data/eval)")
-    files, layouts = _container(part.get("data_files")), _container(part.get("layouts"))
+    files, layouts = task_files(part)
     for name in sorted((set(files) | set(layouts)) - set(tasks)):
         say(f"warning: data_files/layouts name {name!r}, which is not a task of this run "
             f"({', '.join(tasks)}); it is ignored")
-    runnable, skipped = partition_tasks(list(tasks), data_dir and str(Path(str(data_dir)).expanduser()), files,
-                                        layouts)
+    runnable, skipped = task_configs(part)
     name = part.get("name") or where
     if not runnable:
         from rwkvbench.evals.task_data import TaskDataError

@@ -72,3 +72,20 @@ def test_data_files_for_a_task_outside_the_run_is_announced(tmp_path, capsys):
     data.write_text(json.dumps({"query": "Q", "choices": ["a", "b"], "gold": 1}) + "\n")
     validate_run(config("task=piqa", f"+data_files.piqa={data}", f"+data_files.pica={data}", "device=cpu"))
     assert "'pica', which is not a task of this run" in capsys.readouterr().out
+
+
+def test_a_home_relative_data_dir_runs_where_validation_passed_it(tmp_path, monkeypatch):
+    """validate_run expanded ~ in data_dir and the evaluator did not: validation passed, then every task
+    was skipped. Both now decide through quality.task_configs."""
+    from rwkvbench.evals.quality import task_configs
+    from rwkvbench.validate import check_lm_eval_part
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ev").mkdir()
+    row = {"query": "Question: open a jar\n", "choices": ["twist the lid", "eat the lid"], "gold": 0}
+    (tmp_path / "ev" / "piqa.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    part = OmegaConf.create({"tasks": ["piqa"], "data_dir": "~/ev", "limit": None, "num_fewshot": 0,
+                             "batch_size": 4})
+    check_lm_eval_part(part, "task.parts.0")
+    runnable, skipped = task_configs(part)
+    assert list(runnable) == ["piqa"] and not skipped

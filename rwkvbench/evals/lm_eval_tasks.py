@@ -120,6 +120,7 @@ def resolve_task(name: str, data_dir: str | None = None, data_files: dict | None
     """A built-in task name or a user task. Local files win: data_files[name], then data_dir/<file>;
     with neither, the name goes to lm-eval as it is (its own hub dataset)."""
     data_files = data_files or {}
+    data_dir = str(Path(data_dir).expanduser()) if data_dir else None
     if name in BUILTIN:
         file_name, default_layout, overrides = BUILTIN[name]
         layout = layout or default_layout
@@ -150,6 +151,7 @@ def partition_tasks(names, data_dir: str | None = None, data_files: dict | None 
     from rwkvbench.models.hub import hub_unreachable
 
     data_files, layouts = data_files or {}, layouts or {}
+    data_dir = str(Path(data_dir).expanduser()) if data_dir else None
     runnable, skipped = {}, {}
     for name in names:
         if name in BUILTIN and name not in data_files:

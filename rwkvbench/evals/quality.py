@@ -16,11 +16,16 @@ from rwkvbench.evals.lm_eval_tasks import partition_tasks
 from rwkvbench.units import SkipUnit, Unit, UnitResult
 
 
-def _task_configs(task) -> tuple[dict[str, object], dict[str, str]]:
-    """(runnable {name: lm-eval config}, skipped {name: why}); see partition_tasks."""
-    files = OmegaConf.to_container(task.get("data_files") or {}) if task.get("data_files") else {}
-    layouts = OmegaConf.to_container(task.get("layouts") or {}) if task.get("layouts") else {}
-    return partition_tasks(task.tasks, task.get("data_dir"), files, layouts)
+def task_files(task) -> tuple[dict, dict]:
+    """The part's data_files and layouts ({task: file}, {task: layout}) as plain dicts."""
+    return (OmegaConf.to_container(task.data_files) if task.get("data_files") else {},
+            OmegaConf.to_container(task.layouts) if task.get("layouts") else {})
+
+
+def task_configs(task) -> tuple[dict[str, object], dict[str, str]]:
+    """(runnable {name: lm-eval config}, skipped {name: why}); see partition_tasks. The run's validation
+    (validate.check_lm_eval_part) calls this too, so both decide alike."""
+    return partition_tasks(task.tasks, task.get("data_dir"), *task_files(task))
 
 
 def file_sha256(path) -> str:
@@ -124,7 +129,7 @@ def units(model, task) -> list[Unit]:
     from rwkvbench.evals.lm_eval_adapter import quiet_lm_eval
 
     quiet_lm_eval()
-    configs, skipped = _task_configs(task)  # all data checked before anything runs
+    configs, skipped = task_configs(task)  # all data checked before anything runs
     session = _Session(model, task, configs)
     shots = int(task.get("num_fewshot") or 0)
     batch = session.get_batch_size()
