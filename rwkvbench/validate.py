@@ -15,7 +15,6 @@ Checked: the config resolves (no `???` left, no broken `${...}`), no unknown top
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -166,15 +165,10 @@ def check_kernel(choice, models: list[tuple[DictConfig, object]]) -> None:
             raise ConfigError(f"wkv_kernel=cuda forces the CUDA WKV kernel, but model {mcfg.name!r} runs on "
                               f"{device.type}; use device=cuda, or wkv_kernel=auto / reference")
     if any(mcfg.family == "rwkv4" for mcfg, _ in models):
-        from rwkvbench.kernels.cuda_build import load_extension
+        from rwkvbench.kernels.cuda_build import build_error, load_extension
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            built = load_extension()
-        if built is None:
-            # the build's warning says why (after "..., using the PyTorch reference: "; no fallback here)
-            reason = str(caught[-1].message).split("reference: ", 1)[-1] if caught else "see the build's warning"
-            raise ConfigError(f"wkv_kernel=cuda: the CUDA WKV kernel cannot run here ({reason})")
+        if load_extension() is None:
+            raise ConfigError(f"wkv_kernel=cuda: the CUDA WKV kernel cannot run here ({build_error()})")
 
 
 # ---- task parts -----------------------------------------------------------------------------------------

@@ -43,14 +43,22 @@ def test_batch_size_is_auto_or_positive():
 def test_forced_kernel_that_cannot_build_is_an_error(monkeypatch):
     from rwkvbench.kernels import cuda_build
 
-    def failed_build():
-        warnings.warn("rwkvbench: CUDA WKV kernel unavailable, using the PyTorch reference: nvcc not found")
+    calls = []
+
+    def failed_build():  # as load_extension: the reason kept, the warning given on the first call only
+        if not calls:
+            warnings.warn("rwkvbench: CUDA WKV kernel unavailable, using the PyTorch reference: nvcc not found")
+        calls.append(1)
+        cuda_build._FAILED[()] = "nvcc not found"
         return None
 
     monkeypatch.setattr(cuda_build, "load_extension", failed_build)
+    monkeypatch.setattr(cuda_build, "_FAILED", {})
     rwkv = OmegaConf.create({"name": "r", "family": "rwkv4"})
-    with pytest.raises(ConfigError, match=r"wkv_kernel=cuda: the CUDA WKV kernel cannot run here \(nvcc not found\)"):
-        check_kernel("cuda", [(rwkv, torch.device("cuda"))])
+    for _ in range(2):  # a second run in the same process (a sequential multirun) still says why
+        with pytest.raises(ConfigError,
+                           match=r"wkv_kernel=cuda: the CUDA WKV kernel cannot run here \(nvcc not found\)"):
+            check_kernel("cuda", [(rwkv, torch.device("cuda"))])
     check_kernel("auto", [(rwkv, torch.device("cuda"))])  # auto may fall back
     check_kernel("cuda", [(OmegaConf.create({"name": "t", "family": "hf"}), torch.device("cpu"))])  # no WKV
 

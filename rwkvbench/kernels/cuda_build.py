@@ -41,6 +41,14 @@ def _reason(message: str) -> str:
     return " | ".join(errors[:3]) if errors else " ".join(message.split())[:400]
 
 
+_FAILED: dict[tuple[str, ...], str] = {}  # defines -> why the build could not run
+
+
+def build_error(defines: tuple[str, ...] = ()) -> str | None:
+    """Why load_extension(defines) returned None (its warning is given once per process), or None."""
+    return _FAILED.get(defines)
+
+
 @functools.cache
 def load_extension(defines: tuple[str, ...] = ()):
     """The compiled module, or None (with a one-line warning saying why) if it cannot be built.
@@ -50,6 +58,7 @@ def load_extension(defines: tuple[str, ...] = ()):
         from torch.utils.cpp_extension import load
 
         if not torch.cuda.is_available():
+            _FAILED[defines] = "torch sees no CUDA device"
             return None
         sources = [csrc_dir() / s for s in SOURCES]
         major, minor = torch.cuda.get_device_capability()
@@ -64,6 +73,6 @@ def load_extension(defines: tuple[str, ...] = ()):
             verbose=os.environ.get("RWKVBENCH_VERBOSE_BUILD") == "1",
         )
     except Exception as e:  # a failed build falls back to the reference
-        reason = _reason(str(e))
+        reason = _FAILED[defines] = _reason(str(e))
         warnings.warn(f"rwkvbench: CUDA WKV kernel unavailable, using the PyTorch reference: {reason}", stacklevel=2)
         return None

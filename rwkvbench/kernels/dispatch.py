@@ -39,7 +39,9 @@ def use_cuda_kernel(k: torch.Tensor) -> bool:
 
     if load_extension() is None:
         if choice == "cuda":
-            raise RuntimeError(f"{KERNEL_ENV}=cuda but the CUDA WKV kernel could not be built (see the warning above)")
+            from rwkvbench.kernels.cuda_build import build_error
+
+            raise RuntimeError(f"{KERNEL_ENV}=cuda but the CUDA WKV kernel could not be built ({build_error()})")
         return False
     return True
 
