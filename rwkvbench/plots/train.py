@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 
 from rwkvbench.plots import style
+from rwkvbench.train.scaling import FIT_TASK, IRREDUCIBLE
 
 REQUIRED = ["model", "family", "task", "variant", "step", "metric", "value"]
 FIT_REQUIRED = ["model", "task", "variant", "metric", "value"]
-# The trainer's fit rows (rwkvbench/train/scaling.py): task loss_vs_compute, variant compute=total or
+# The trainer's fit rows (rwkvbench/train/scaling.py): task FIT_TASK, variant compute=total or
 # compute=nonembedding (pure power laws), with ",irreducible" for L = E + a·C^-b (not drawn here).
-FIT_TASK = "loss_vs_compute"
 # The fit drawn over the runs: compute from total parameters, as the runs' own `flops` rows count it.
 DRAWN_FIT = "compute=total"
 
@@ -37,11 +37,11 @@ def _curves(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return wide, x
 
 
-def _fits(fits: pd.DataFrame, ladder: str) -> pd.DataFrame:
-    """One row per (family, variant) of a ladder's fit: a, b, b_ci_low, b_ci_high, r2, l_inf. The trainer
-    names its fit rows task=loss_vs_compute, whatever the ladder's corpus; pure power laws only."""
-    f = fits[fits.task.isin([ladder, FIT_TASK])]
-    f = f[~f.variant.astype("string").str.contains("irreducible", na=False)]
+def _fits(fits: pd.DataFrame) -> pd.DataFrame:
+    """One row per (family, variant) of the fits: a, b, b_ci_low, b_ci_high, r2, l_inf; pure power laws
+    only. Fit rows do not name their ladder (task=FIT_TASK): every ladder's figure shows them all."""
+    f = fits[fits.task == FIT_TASK]
+    f = f[~f.variant.astype("string").str.contains(IRREDUCIBLE, na=False)]
     if f.empty:
         return pd.DataFrame()
     wide = f.pivot_table(index=["model", "variant"], columns="metric", values="value", aggfunc="first")
@@ -113,6 +113,7 @@ def plot_train(df: pd.DataFrame) -> dict:
     fit_rows = style.suite_rows(df, "scaling", FIT_REQUIRED)
     plt = style.pyplot()
     ladders = sorted(rows.task.dropna().unique())
+    fits = _fits(fit_rows) if not fit_rows.empty else pd.DataFrame()
     figures = {}
     for ladder in ladders:
         lr = rows[rows.task == ladder]
@@ -121,7 +122,6 @@ def plot_train(df: pd.DataFrame) -> dict:
         runs = lr.groupby("variant").agg(family=("family", "first"), n_params=("n_params", "max"))
         runs = runs.loc[style.model_order(lr, key="variant")]
         colours = style.model_colours(lr, key="variant")
-        fits = _fits(fit_rows, ladder) if not fit_rows.empty else pd.DataFrame()
         has_b = not fits.empty and "b" in fits.columns
         ncols = 2 if has_b else 1
         fig, axes = plt.subplots(1, ncols, figsize=(7.5 + 5.5 * (ncols - 1), 7.2), squeeze=False,

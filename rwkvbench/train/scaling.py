@@ -113,12 +113,16 @@ def scaling_fits(table: pd.DataFrame, fit_cfg) -> dict:
     return fits
 
 
+FIT_TASK = "loss_vs_compute"  # the task of the fit rows, whatever the ladder's corpus
+IRREDUCIBLE = "irreducible"  # in the variant of the L = E + a C^-b fits
+
+
 def scaling_rows(fits: dict, table: pd.DataFrame) -> list[tuple[list[dict], dict]]:
     """(rows, common columns) per fit, suite=scaling, in the tidy schema."""
     out = []
     for (family, compute), got in fits.items():
         name = table[table.family == family].model.iloc[0].rpartition("_")[0]
-        common = {"model": name, "family": family, "suite": "scaling", "task": "loss_vs_compute"}
+        common = {"model": name, "family": family, "suite": "scaling", "task": FIT_TASK}
         fit = got["fit"]
         rows = [{"metric": "b", "value": fit["b"], "stderr": fit["b_se"], "n": fit["n_points"]},
                 *({"metric": k, "value": fit[k]} for k in ("b_ci_low", "b_ci_high", "a", "r2", "n_points", "n_runs",
@@ -126,5 +130,5 @@ def scaling_rows(fits: dict, table: pd.DataFrame) -> list[tuple[list[dict], dict
         out.append((rows, {**common, "variant": f"compute={compute}"}))
         if got["saturating"] is not None:
             sat = [{"metric": k, "value": v} for k, v in got["saturating"].items()]
-            out.append((sat, {**common, "variant": f"compute={compute},irreducible"}))
+            out.append((sat, {**common, "variant": f"compute={compute},{IRREDUCIBLE}"}))
     return out
