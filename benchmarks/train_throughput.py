@@ -57,9 +57,8 @@ def prepare(family: str, size_name: str, setting: str, device: torch.device, con
     if s["compile"] and device.type == "cuda":
         torch._dynamo.reset()  # as the trainer does: each size compiles its own static graph
         model.compile()
-    chunk_fn = chunk_fn_for(device, s["compile"])
-    if s.get("chunk") == "inductor":
-        chunk_fn = torch.compile(_chunk, dynamic=True)
+    inductor = s.get("chunk") == "inductor"
+    chunk_fn = torch.compile(_chunk, dynamic=True) if inductor else chunk_fn_for(device, s["compile"])
     optimizer = make_optimizer(model, recipe, 1e-4, device)
     batch_size = batch_size or int(size.batch_size) * s["batch"]
     batch = torch.randint(0, min(VOCAB, 50277), (batch_size, context + 1), device=device)
@@ -151,7 +150,9 @@ def main():
     if "tokens_per_s" in df:
         ladder = df[df.setting == "compiled"].pivot_table(index="size", columns="family", values="tokens_per_s")
         print("\ncompiled tokens/s by size (RWKV-4 / GPT-NeoX):")
-        print(ladder.assign(ratio=ladder.get("rwkv4") / ladder.get("neox")).to_string(float_format="{:.4g}".format))
+        if {"rwkv4", "neox"} <= set(ladder.columns):
+            ladder = ladder.assign(ratio=ladder.rwkv4 / ladder.neox)
+        print(ladder.to_string(float_format="{:.4g}".format))
     print(f"wrote {args.out}")
 
 
