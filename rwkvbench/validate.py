@@ -22,8 +22,6 @@ from omegaconf import errors as oc_errors
 
 from rwkvbench.errors import ConfigError
 
-KERNELS = ("auto", "cuda", "reference")
-
 
 def say(note: str) -> None:
     print(f"[rwkvbench] {note}", flush=True)
@@ -156,6 +154,8 @@ def check_model(mcfg: DictConfig):
 
 def check_kernel(choice, models: list[tuple[DictConfig, object]]) -> None:
     """auto, cuda or reference; a forced cuda must be able to run for every RWKV model of the run."""
+    from rwkvbench.kernels.dispatch import KERNELS
+
     if choice not in KERNELS:
         raise ConfigError(f"wkv_kernel={choice!r}: expected {', '.join(KERNELS)}")
     if choice != "cuda":

@@ -17,11 +17,12 @@ from rwkvbench.kernels.norm_shift_reference import norm_shift_reference
 from rwkvbench.kernels.wkv_reference import wkv4_reference
 
 KERNEL_ENV = "RWKVBENCH_WKV"
+KERNELS = ("auto", "cuda", "reference")  # the choices of RWKVBENCH_WKV and of the run's wkv_kernel key
 
 
 def kernel_choice() -> str:
     choice = os.environ.get(KERNEL_ENV, "auto")
-    if choice not in ("auto", "cuda", "reference"):
+    if choice not in KERNELS:
         raise ValueError(f"{KERNEL_ENV}={choice!r}; expected auto, cuda or reference")
     return choice
 
