@@ -131,15 +131,12 @@ def _check_hf_weights(mcfg: DictConfig, where: str) -> None:
 def check_model(mcfg: DictConfig):
     """One model's config, resolved with the run's overrides; its torch.device."""
     from rwkvbench.models.checkpoints import resolve_rwkv4
-    from rwkvbench.models.registry import INITS, check_model_keys, resolve_device, resolve_dtype
+    from rwkvbench.models.registry import check_model_keys, check_settings
     from rwkvbench.models.tokenizer import tokenizer_file
 
     where = f"model {mcfg.get('name')!r}"
     check_model_keys(list(mcfg.keys()), mcfg.get("family"), where, noun="key")
-    if mcfg.get("init") not in INITS:
-        raise ConfigError(f"init={mcfg.get('init')!r} ({where}): expected {' or '.join(INITS)}")
-    device = resolve_device(mcfg.get("device"))
-    resolve_dtype(mcfg.get("dtype"), device)
+    device, _ = check_settings(mcfg, where)
     tokenizer_file(mcfg.get("tokenizer"), mcfg.get("tokenizer_path"))
     if mcfg.init == "random":
         if not mcfg.get("arch"):

@@ -77,6 +77,15 @@ def model_config(name_or_cfg, **overrides) -> DictConfig:
     return cfg
 
 
+def check_settings(cfg, where: str):
+    """A model config's init, device and dtype, checked as the run's validation and load_model both need
+    them: (torch device, torch dtype)."""
+    if cfg.get("init") not in INITS:
+        raise ConfigError(f"init={cfg.get('init')!r} ({where}): expected {' or '.join(INITS)}")
+    device = resolve_device(cfg.get("device"))
+    return device, resolve_dtype(cfg.get("dtype"), device)
+
+
 def load_model(name, **overrides) -> SequenceModel:
     """Load a model by config name ("rwkv4_1b5", "pythia_1b4", "rwkv4_tiny"), or by family ("rwkv4", "hf")
     with path= a local checkpoint or hub id. Overrides: any key of the model's config (MODEL_KEYS): path,
@@ -85,10 +94,7 @@ def load_model(name, **overrides) -> SequenceModel:
     where = f"load_model({name!r})" if isinstance(name, str) else f"model {base.get('name')!r}"
     check_model_keys(overrides, base.get("family"), where)
     cfg = model_config(base, **overrides)
-    if cfg.get("init") not in INITS:
-        raise ConfigError(f"model {cfg.name!r}: init={cfg.get('init')!r}; valid: {', '.join(INITS)}")
-    device = resolve_device(cfg.get("device"))
-    dtype = resolve_dtype(cfg.get("dtype"), device)
+    device, dtype = check_settings(cfg, f"model {cfg.name!r}")
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.get("tokenizer_path"))
     if cfg.family == "rwkv4":
         from rwkvbench.models.build import build_rwkv4_model
