@@ -116,16 +116,10 @@ def _check_hf_weights(mcfg: DictConfig, where: str) -> None:
         return
     if str(source).startswith(("/", ".", "~")):
         raise ConfigError(f"{where}: path={source}: no such folder")
-    from huggingface_hub import try_to_load_from_cache
+    from rwkvbench.models.hub import hub_file
 
-    from rwkvbench.models.hub import hub_unreachable
-
-    if isinstance(try_to_load_from_cache(str(source), "config.json"), str):
-        return
-    why = hub_unreachable()
-    if why:
-        raise ConfigError(f"{where}: {source} is not in the local cache and the hub is unreachable ({why}); "
-                          f"give model.path= a local folder")
+    hub_file(str(source), "config.json", download=False, what=f"{where}: {source}",
+             advice="give model.path= a local folder", error=ConfigError)
 
 
 def check_model(mcfg: DictConfig):

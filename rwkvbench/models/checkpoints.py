@@ -284,31 +284,11 @@ def resolve_rwkv4(path: str | None, hub_repo: str | None, hub_file: str | None, 
         return local
     if not hub_repo:
         raise CheckpointError("no checkpoint: give path= (a local .pth file or Hugging Face folder) or a hub repo")
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from rwkvbench.models import hub
 
-    from rwkvbench.models.hub import hub_unreachable
-
-    where = f"{hub_repo}/{hub_file or ''}"
-    patterns = ["*.json", "*.safetensors", "*.bin"]
-    try:
-        if hub_file:
-            return Path(hf_hub_download(hub_repo, hub_file, local_files_only=True))
-        return Path(snapshot_download(hub_repo, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # noqa: BLE001  (not in the cache)
-        pass
-    why = hub_unreachable()
-    if why:
-        raise CheckpointError(f"{where}: not in the local cache and the hub is unreachable ({why}); give path= a "
-                              f"local checkpoint")
-    if not download:
-        return None
-    try:
-        if hub_file:
-            return Path(hf_hub_download(hub_repo, hub_file))
-        return Path(snapshot_download(hub_repo, allow_patterns=patterns))
-    except Exception as e:  # noqa: BLE001  (the hub refused: missing repo, rate limit, proxy, ...)
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"{where}: download failed ({type(e).__name__}: {first}); give path= a local checkpoint") from None
+    return hub.hub_file(hub_repo, hub_file, ["*.json", "*.safetensors", "*.bin"], download=download,
+                        what=f"{hub_repo}/{hub_file or ''}", advice="give path= a local checkpoint",
+                        error=CheckpointError)
 
 
 # ---- writing (tests, conversion) ----------------------------------------------------------------------

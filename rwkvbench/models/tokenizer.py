@@ -101,22 +101,10 @@ def tokenizer_file(name: str = "neox20b", path: str | None = None) -> Path | Non
 
 @functools.cache
 def _hub_tokenizer_file() -> Path:
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from rwkvbench.models.hub import hub_file
 
-    from rwkvbench.models.hub import hub_unreachable
-
-    cached = try_to_load_from_cache(NEOX20B_HUB_REPO, "tokenizer.json")
-    if isinstance(cached, str):
-        return Path(cached)
-    why = hub_unreachable()
-    if why:
-        raise DataError(f"GPT-NeoX-20B tokenizer: not in the local cache and the hub is unreachable ({why}); give "
-                        f"tokenizer_path= a 20B_tokenizer.json or set ${NEOX20B_ENV}")
-    try:
-        return Path(hf_hub_download(NEOX20B_HUB_REPO, "tokenizer.json"))
-    except Exception as e:  # noqa: BLE001  (the hub refused: rate limit, proxy, ...)
-        raise DataError(f"GPT-NeoX-20B tokenizer: download from {NEOX20B_HUB_REPO} failed ({type(e).__name__}); give "
-                        f"tokenizer_path= a 20B_tokenizer.json or set ${NEOX20B_ENV}") from None
+    return hub_file(NEOX20B_HUB_REPO, "tokenizer.json", what="GPT-NeoX-20B tokenizer", error=DataError,
+                    advice=f"give tokenizer_path= a 20B_tokenizer.json or set ${NEOX20B_ENV}")
 
 
 def load_tokenizer(name: str = "neox20b", path: str | None = None) -> Tokenizer:
