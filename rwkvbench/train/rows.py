@@ -13,10 +13,6 @@ from rwkvbench import results
 SUITE = "train"
 
 
-def key_columns(tag: str, step: int) -> dict:
-    return {"variant": tag, "step": step}
-
-
 def training_table(df: pd.DataFrame) -> pd.DataFrame:
     """suite=train rows as one row per (model, tag, step) with one column per metric, plus family,
     n_params, task, context_len, batch_size."""

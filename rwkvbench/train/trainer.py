@@ -279,7 +279,7 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
             if on_gpu:
                 out.append({"metric": "mfu", "value": tokens_per_s * matmul_flops / (spec.peak_tflops * 1e12)})
         if main:
-            writer.append(out, **common, **rows.key_columns(spec.tag, at))
+            writer.append(out, **common, variant=spec.tag, step=at)
         progress["loss_sum"], progress["loss_steps"] = 0.0, 0
         timed.update(s=0.0, tokens=0, mark=None)
         if at >= timed["from_step"]:
@@ -350,5 +350,5 @@ def _finish(spec: RunSpec, model: Trainable, corpus: Corpus, run_dir: Path, writ
                    {"metric": "params_total", "value": float(model.n_params())},
                    {"metric": "params_nonembedding", "value": float(model.n_params_nonembedding())},
                    {"metric": "wall_s", "value": wall_s},
-                   {"metric": "finished", "value": 1.0}], **common, **rows.key_columns(spec.tag, spec.steps))
+                   {"metric": "finished", "value": 1.0}], **common, variant=spec.tag, step=spec.steps)
     print(f"[rwkvbench.train] {spec.name} {spec.tag}: finished {spec.steps} steps in {wall_s:.0f} s -> {run_dir}")
