@@ -28,19 +28,6 @@ PROG = "rwkvbench"
 _one_line = False  # set by cli(): report user errors as one line (else: Hydra's own reporting)
 
 
-def report(out_dir) -> None:
-    """The summary table and plots of everything in the run folder."""
-    from rwkvbench.plots import save_plots
-    from rwkvbench.results import PARQUET, read_results
-    from rwkvbench.run import summary
-
-    results = read_results(out_dir)
-    print(summary(results))
-    print(f"[rwkvbench] results: {out_dir}/{PARQUET} (and results.csv, runs.jsonl)")
-    for path in save_plots(results, out_dir):
-        print(f"[rwkvbench] plot: {path}")
-
-
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
@@ -71,7 +58,7 @@ def job_device(cfg: DictConfig) -> None:
 
 def _run(cfg: DictConfig) -> None:
     from rwkvbench import distributed
-    from rwkvbench.run import run
+    from rwkvbench.run import report, run
 
     job_device(cfg)
     place = distributed.init()  # under torchrun: one process per GPU, all writing into rank 0's folder

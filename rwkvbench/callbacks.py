@@ -14,15 +14,6 @@ from omegaconf import DictConfig
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from rwkvbench.plots import save_plots
-        from rwkvbench.results import read_results
-        from rwkvbench.run import summary
+        from rwkvbench.run import report
 
-        folder = Path(config.hydra.sweep.dir)
-        df = read_results(folder)  # every job's results file under the sweep folder, merged
-        if df.empty:
-            return
-        print(f"[rwkvbench] sweep: {df.model.nunique()} model(s) over every job of {folder}")
-        print(summary(df))
-        for path in save_plots(df, folder):
-            print(f"[rwkvbench] sweep plot: {path}")
+        report(Path(config.hydra.sweep.dir), sweep=True)  # every job's results under the sweep folder, merged

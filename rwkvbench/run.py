@@ -33,6 +33,24 @@ def model_configs(cfg: DictConfig, place: DistEnv = DistEnv()) -> list[DictConfi
     return configs
 
 
+def report(folder, sweep: bool = False) -> None:
+    """Print the summary table of everything under `folder` (a run's folder, or with `sweep` a multirun's,
+    every job merged) and save its plots there."""
+    from rwkvbench.plots import save_plots
+    from rwkvbench.results import PARQUET, read_results
+
+    df = read_results(folder)
+    if sweep:
+        if df.empty:
+            return
+        print(f"[rwkvbench] sweep: {df.model.nunique()} model(s) over every job of {folder}")
+    print(summary(df))
+    if not sweep:
+        print(f"[rwkvbench] results: {folder}/{PARQUET} (and results.csv, runs.jsonl)")
+    for path in save_plots(df, folder):
+        print(f"[rwkvbench] {'sweep plot' if sweep else 'plot'}: {path}")
+
+
 def summary(df: pd.DataFrame) -> str:
     """The measured numbers, a table per task (model per column), and below them any unit that did not
     run and why. Where each model ran its own single variant of a task (the code path an efficiency
