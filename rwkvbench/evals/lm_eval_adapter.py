@@ -107,9 +107,8 @@ class SequenceModelLM(TemplateLM):
         self._device = model.device
         # Data parallel under torchrun: lm-eval's evaluator gives each rank its share of the requests,
         # pads the shares even and gathers the per-document metrics on rank 0 through the methods below.
-        if distributed.active():
-            self._rank, self._world_size = distributed.dist.get_rank(), distributed.dist.get_world_size()
         self.accelerator = distributed.Accelerator(model.device)
+        self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.rolling_chunk = int(rolling_chunk)
         self.max_gen_toks = int(max_gen_toks)
         self.stats = {"tokens_computed": 0, "prefix_tokens_saved": 0}
