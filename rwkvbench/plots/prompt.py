@@ -16,13 +16,18 @@ ORDER_DIFF = "_qfirst_minus_pfirst"
 ACCURACY = ("acc", "acc_norm", "exact_match", "em", "f1")
 
 
+def _templates(rows: pd.DataFrame) -> pd.Series:
+    """Rows of one template's score: not a summary ("summary", or "summary:<pair>" for a per-pair difference)."""
+    return ~rows.variant.astype(str).str.startswith(SUMMARY)
+
+
 def _template_metric(rows: pd.DataFrame, task: str) -> str | None:
-    metrics = set(rows.metric[(rows.task == task) & (rows.variant != SUMMARY)])
+    metrics = set(rows.metric[(rows.task == task) & _templates(rows)])
     return next((m for m in (task_info(task)["paper_metric"],) + ACCURACY if m in metrics), None)
 
 
 def _spread_panel(ax, rows: pd.DataFrame, task: str, metric: str, models: list[str]) -> None:
-    per = rows[(rows.task == task) & (rows.variant != SUMMARY) & (rows.metric == metric)]
+    per = rows[(rows.task == task) & _templates(rows) & (rows.metric == metric)]
     present = [m for m in models if (per.model == m).any()]
     rng = np.random.default_rng(0)  # the same jitter on every redraw
     for i, model in enumerate(present):
@@ -68,7 +73,7 @@ def _order_panel(ax, rows: pd.DataFrame, task: str, metric: str, models: list[st
         return False
     lo = summ[summ.metric == name + "_ci_low"].set_index("model").value
     hi = summ[summ.metric == name + "_ci_high"].set_index("model").value
-    with_templates = set(rows.model[(rows.task == task) & (rows.variant != SUMMARY)])
+    with_templates = set(rows.model[(rows.task == task) & _templates(rows)])
     order = [m for m in models if m in set(diff.model) and m in with_templates]
     order += sorted(set(diff.model) - set(order))  # the family-level rows last
     for y, model in enumerate(order):
@@ -113,7 +118,7 @@ def plot_prompt(df: pd.DataFrame) -> dict:
         _spread_panel(axes[0][c], rows, task, metric, models)
         if has_order:
             _order_panel(axes[1][c], rows, task, metric, models)
-    per = rows[rows.variant != SUMMARY]
+    per = rows[_templates(rows)]
     subtitle, warning = style.setup_line(per, style.n_range(per, "documents per template"))
     subtitle += "\nbox: middle half of the templates, whiskers: lowest to highest; the best and worst template named"
     if has_order:

@@ -62,7 +62,8 @@ def _panel(ax, rows: pd.DataFrame, x: str, x_col: str, split: list[str], colours
     data = rows.dropna(subset=[x_col])
     combos = sorted({tuple(r) for r in data[split].itertuples(index=False)}, key=_order) if split else [()]
     xs = []
-    for model in [m for m in style.model_order(rows) if (data.model == m).any()]:
+    models = [m for m in style.model_order(rows) if (data.model == m).any()]
+    for i, model in enumerate(models):
         m = data[data.model == model]
         fam = style.family(m.family.iloc[0])
         for k, combo in enumerate(combos):
@@ -73,8 +74,9 @@ def _panel(ax, rows: pd.DataFrame, x: str, x_col: str, split: list[str], colours
                 continue
             s = s.sort_values(x_col)
             marker = fam.marker if len(combos) == 1 else style.MARKERS[k % len(style.MARKERS)]
+            wider = len(models) - 1 - i  # earlier models drawn wider: a later one on the same points (both at 0) leaves both visible
             ax.errorbar(s[x_col].astype(float), s.value, yerr=s.stderr.to_numpy(dtype=float), color=colours[model],
-                        marker=marker, ms=5, lw=1.6, capsize=2,
+                        marker=marker, ms=5 + 2.5 * wider, lw=1.6 + 1.6 * wider, capsize=2,
                         linestyle=style.LINESTYLES[k % len(style.LINESTYLES)])
             xs += list(s[x_col].astype(float))
     if len(combos) > 1:  # say which line is which combination (colours are the models, in the figure legend)
