@@ -14,6 +14,7 @@ import argparse
 import re
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from rwkvbench.timing import timed_ms
@@ -50,10 +51,12 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=20)
+    p.add_argument("--tokens", default=None, help="a .npy of token ids: a real-text batch instead of random ids")
     args = p.parse_args()
     device = torch.device("cuda")
     size, model, optimizer, batch, kw = prepare(args.family, args.size, "compiled", device, args.context,
-                                                args.loss_chunk, args.batch_size)
+                                                args.loss_chunk, args.batch_size,
+                                                np.load(args.tokens) if args.tokens else None)
     batch_size = len(batch)
     for _ in range(args.warmup):
         train_step(model, optimizer, batch, device, **kw)
@@ -73,7 +76,7 @@ def main():
         groups[group_of(name)] += ms
     tokens = batch_size * args.context
     flops = model.matmul_flops_per_token(args.context)
-    print(f"{args.family} {args.size} (L={size.n_layer}, D={size.n_embd}) batch {batch_size} x {args.context}, "
+    print(f"{args.family} {args.size} ({args.tokens or 'random ids'}; L={size.n_layer}, D={size.n_embd}) batch {batch_size} x {args.context}, "
           f"loss chunk {args.loss_chunk}: step {step_ms:.1f} ms (no profiler), {tokens / step_ms * 1e3 / 1e6:.3f}M "
           f"tokens/s, MFU {tokens / step_ms * 1e3 * flops / 989e12:.1%}; kernels {total:.1f} ms/step "
           f"(GPU idle {max(0.0, step_ms - total):.1f} ms)")

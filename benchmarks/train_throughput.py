@@ -4,7 +4,10 @@ memory and the time of the first steps (the compile), for a few settings. One ca
     python benchmarks/train_throughput.py --out throughput.csv
 
 prints a table and writes the CSV that `python -m rwkvbench.train mode=ladder ladder.throughput_csv=...`
-reads for its run-time estimates. Random tokens (speed does not depend on the text), the trainer's own
+reads for its run-time estimates. Uniform random tokens, or with --tokens FILE.npy (a 1-D array of
+token ids, e.g. from `python benchmarks/train_throughput.py --make-tokens FILE.npy TEXT.jsonl.xz`) one
+batch of consecutive real-text windows, as the trainer sees them (on an H200 a since-replaced cross-entropy
+kernel ran RWKV-4's s7 step at 468K tokens/s on real text and 506K on random ids). The trainer's own
 step (rwkvbench.train.trainer.train_step: bf16 autocast, fused head + cross-entropy, clipping, AdamW).
 
 Settings, in order (the budget --budget-s cuts the list short, most important first):
@@ -25,6 +28,7 @@ import argparse
 import gc
 import time
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -46,10 +50,21 @@ SETTINGS = {
 VOCAB = padded_vocab(50277)
 
 
+def token_batch(tokens: np.ndarray | None, batch_size: int, context: int, device: torch.device) -> torch.Tensor:
+    """(batch_size, context + 1) ids: consecutive windows of `tokens` (real text), else uniform random ids."""
+    if tokens is None:
+        return torch.randint(0, min(VOCAB, 50277), (batch_size, context + 1), device=device)
+    need = batch_size * context + 1
+    if len(tokens) < need:
+        raise SystemExit(f"--tokens: {len(tokens):,} ids, a batch of {batch_size} x {context} needs {need:,}")
+    starts = np.arange(batch_size) * context
+    return torch.from_numpy(np.stack([tokens[s : s + context + 1] for s in starts]).astype(np.int64)).to(device)
+
+
 def prepare(family: str, size_name: str, setting: str, device: torch.device, context: int, loss_chunk: int,
-            batch_size: int | None = None):
-    """A fresh model of this family and size, its optimizer, a random batch on the device and the
-    train_step keywords of `setting` (train_profile.py profiles the same step)."""
+            batch_size: int | None = None, tokens: np.ndarray | None = None):
+    """A fresh model of this family and size, its optimizer, a batch on the device (random ids, or windows
+    of `tokens`) and the train_step keywords of `setting` (train_profile.py profiles the same step)."""
     s = SETTINGS[setting]
     size = load_option("train/size", size_name)
     recipe = load_option("train/family", family)
@@ -61,7 +76,7 @@ def prepare(family: str, size_name: str, setting: str, device: torch.device, con
     chunk_fn = torch.compile(_chunk, dynamic=True) if inductor else chunk_fn_for(device, s["compile"])
     optimizer = make_optimizer(model, recipe, 1e-4, device)
     batch_size = batch_size or int(size.batch_size) * s["batch"]
-    batch = torch.randint(0, min(VOCAB, 50277), (batch_size, context + 1), device=device)
+    batch = token_batch(tokens, batch_size, context, device)
     step = dict(micro_batch_size=batch_size // s["micro"], amp_dtype=torch.bfloat16, loss_chunk=loss_chunk,
                 l2wrap=float(recipe.get("l2wrap", 0.0)), grad_clip=1.0, chunk_fn=chunk_fn, loss_fn=s["loss_fn"])
     return size, model, optimizer, batch, step
@@ -72,7 +87,8 @@ def measure(family: str, size_name: str, setting: str, args) -> dict:
     on_gpu = device.type == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    size, model, optimizer, batch, step = prepare(family, size_name, setting, device, args.context, args.loss_chunk)
+    size, model, optimizer, batch, step = prepare(family, size_name, setting, device, args.context, args.loss_chunk,
+                                                  tokens=args.token_ids)
     batch_size = len(batch)
     t0 = time.perf_counter()
     for _ in range(args.warmup):
@@ -82,13 +98,22 @@ def measure(family: str, size_name: str, setting: str, args) -> dict:
     first = time.perf_counter() - t0 - step_ms * args.steps / 1e3
     tokens_per_s = batch_size * args.context / (step_ms / 1e3)
     flops = model.matmul_flops_per_token(args.context)
-    row = {"family": family, "size": size_name, "setting": setting, "n_layer": size.n_layer, "n_embd": size.n_embd,
+    row = {"family": family, "size": size_name, "setting": setting, "tokens": args.tokens or "random", "n_layer": size.n_layer, "n_embd": size.n_embd,
            "params_nonembedding": model.n_params_nonembedding(), "params_total": model.n_params(),
            "batch_size": batch_size, "micro_batch_size": step["micro_batch_size"], "context_len": args.context,
            "step_ms": step_ms, "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * flops / (args.peak_tflops * 1e12),
            "first_steps_s": first, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else float("nan"),
            "loss": loss.item(), "flops_per_token": flops}
     return row
+
+
+def make_tokens(out: str, text: str, limit: int = 4_000_000) -> None:
+    from rwkvbench.models.tokenizer import load_tokenizer
+    from rwkvbench.train.data import tokenize_file
+
+    ids = tokenize_file(text, load_tokenizer("neox20b"))[:limit]
+    np.save(out, ids.astype(np.uint16))
+    print(f"wrote {out}: {len(ids):,} token ids of {text}")
 
 
 def plan(args) -> list[tuple[str, str, str]]:
@@ -115,7 +140,14 @@ def main():
     p.add_argument("--budget-s", type=float, default=400.0, help="stop starting new measurements after this")
     p.add_argument("--out", default="train_throughput.csv")
     p.add_argument("--device", default="cuda", help="cpu: a smoke test of the script (tiny sizes), not a measurement")
+    p.add_argument("--tokens", default=None, help="a .npy of token ids: real-text batches instead of random ids")
+    p.add_argument("--make-tokens", nargs=2, metavar=("OUT.npy", "TEXT"), default=None,
+                   help="write the GPT-NeoX token ids of a text or Pile-style file (first 4M) to OUT.npy and exit")
     args = p.parse_args()
+    if args.make_tokens:
+        make_tokens(*args.make_tokens)
+        return
+    args.token_ids = np.load(args.tokens) if args.tokens else None
     if args.device == "cuda":
         from rwkvbench.kernels.cuda_build import load_extension
 
@@ -143,7 +175,7 @@ def main():
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         pd.DataFrame(rows).to_csv(args.out, index=False)
     df = pd.DataFrame(rows)
-    cols = [c for c in ["family", "size", "setting", "params_nonembedding", "batch_size", "micro_batch_size",
+    cols = [c for c in ["family", "size", "setting", "tokens", "params_nonembedding", "batch_size", "micro_batch_size",
                         "tokens_per_s", "mfu", "step_ms", "first_steps_s", "peak_mem_gib", "note"] if c in df]
     with pd.option_context("display.width", 200, "display.max_rows", 200, "display.float_format", "{:.4g}".format):
         print(df[cols].to_string(index=False))

@@ -65,12 +65,11 @@ def main():
             bwd = median_ms(lambda: ext.backward(w, u, k, v, gy, seg_states, pp, None, None))
             gk = ext.backward(w, u, k, v, gy, seg_states, pp, None, None)[0]
             key = (B, T, C)
-            if key in ref:  # every variant must compute the same thing
-                assert (y - ref[key][0]).float().abs().max() / ref[key][0].float().abs().max() < tol_y, defines
-                assert (gk - ref[key][1]).float().abs().max() / ref[key][1].float().abs().max() < tol_g, defines
-            else:
-                ref[key] = (y, gk)
-            cells.append(f"{fwd:.3f}/{bwd:.3f}")
+            ref.setdefault(key, (y, gk))  # every variant must compute what the first (the default) does
+            err_y = ((y - ref[key][0]).float().abs().max() / ref[key][0].float().abs().max()).item()
+            err_g = ((gk - ref[key][1]).float().abs().max() / ref[key][1].float().abs().max()).item()
+            wrong = "" if err_y < tol_y and err_g < tol_g else f" WRONG (rel. err. y {err_y:.1e}, dk {err_g:.1e})"
+            cells.append(f"{fwd:.3f}/{bwd:.3f}{wrong}")  # a wrong variant's times are shown, not chosen
         print(" ".join(defines) or "default", "|", " | ".join(cells), flush=True)
 
 
