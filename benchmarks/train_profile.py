@@ -76,7 +76,8 @@ def main():
         groups[group_of(name)] += ms
     tokens = batch_size * args.context
     flops = model.matmul_flops_per_token(args.context)
-    print(f"{args.family} {args.size} ({args.tokens or 'random ids'}; L={size.n_layer}, D={size.n_embd}) batch {batch_size} x {args.context}, "
+    print(f"{args.family} {args.size} ({args.tokens or 'random ids'}; L={size.n_layer}, D={size.n_embd}) "
+          f"batch {batch_size} x {args.context}, "
           f"loss chunk {args.loss_chunk}: step {step_ms:.1f} ms (no profiler), {tokens / step_ms * 1e3 / 1e6:.3f}M "
           f"tokens/s, MFU {tokens / step_ms * 1e3 * flops / 989e12:.1%}; kernels {total:.1f} ms/step "
           f"(GPU idle {max(0.0, step_ms - total):.1f} ms)")

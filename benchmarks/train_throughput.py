@@ -98,7 +98,8 @@ def measure(family: str, size_name: str, setting: str, args) -> dict:
     first = time.perf_counter() - t0 - step_ms * args.steps / 1e3
     tokens_per_s = batch_size * args.context / (step_ms / 1e3)
     flops = model.matmul_flops_per_token(args.context)
-    row = {"family": family, "size": size_name, "setting": setting, "tokens": args.tokens or "random", "n_layer": size.n_layer, "n_embd": size.n_embd,
+    row = {"family": family, "size": size_name, "setting": setting, "tokens": args.tokens or "random",
+           "n_layer": size.n_layer, "n_embd": size.n_embd,
            "params_nonembedding": model.n_params_nonembedding(), "params_total": model.n_params(),
            "batch_size": batch_size, "micro_batch_size": step["micro_batch_size"], "context_len": args.context,
            "step_ms": step_ms, "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * flops / (args.peak_tflops * 1e12),

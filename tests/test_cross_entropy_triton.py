@@ -21,7 +21,8 @@ def inputs(rows, V, C, dtype, seed=0):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("l2wrap", [0.0, 1e-4])
-@pytest.mark.parametrize("rows,V", [(777, 5003), (4096, 50304), (1, 4096), (300, 70001)])  # 4096: one whole block; the others end in a partial one
+# V = 4096: one whole block; the others end in a partial one
+@pytest.mark.parametrize("rows,V", [(777, 5003), (4096, 50304), (1, 4096), (300, 70001)])
 def test_triton_chunk_equals_reference_chunk(dtype, l2wrap, rows, V):
     chunk_triton = pytest.importorskip("rwkvbench.kernels.cross_entropy_triton").chunk_triton
     x, w, t = inputs(rows, V, 64, dtype)

@@ -74,7 +74,8 @@ def _panel(ax, rows: pd.DataFrame, x: str, x_col: str, split: list[str], colours
                 continue
             s = s.sort_values(x_col)
             marker = fam.marker if len(combos) == 1 else style.MARKERS[k % len(style.MARKERS)]
-            wider = len(models) - 1 - i  # earlier models drawn wider: a later one on the same points (both at 0) leaves both visible
+            # earlier models drawn wider: a later one on the same points (both at 0) leaves both visible
+            wider = len(models) - 1 - i
             ax.errorbar(s[x_col].astype(float), s.value, yerr=s.stderr.to_numpy(dtype=float), color=colours[model],
                         marker=marker, ms=5 + 1.5 * wider, lw=1.6 + wider, capsize=2,
                         linestyle=style.LINESTYLES[k % len(style.LINESTYLES)])
