@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -14,18 +15,23 @@ from rwkvbench.models.tokenizer import load_tokenizer
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
-# The keys a model config (and load_model's keywords) may have, per family (conf/model/*.yaml).
-_COMMON_KEYS = ("name", "family", "matched", "init", "path", "arch", "tokenizer", "tokenizer_path", "dtype", "device",
-                "seed")
-MODEL_KEYS = {"rwkv4": _COMMON_KEYS + ("source",), "hf": _COMMON_KEYS + ("hub_id",)}
+# family -> the function of rwkvbench.models.build that makes its SequenceModel from a config. Each family
+# also has a template, conf/model/<family>.yaml, whose keys are the ones its configs may have.
+BUILDERS = {"rwkv4": "build_rwkv4_model", "hf": "build_hf_model"}
 INITS = ("pretrained", "random")
+
+
+@functools.cache
+def model_keys(family: str) -> tuple[str, ...]:
+    """The keys a model config of this family (and load_model's keywords) may have: its template's."""
+    return tuple(load_option("model", family).keys())
 
 
 def check_model_keys(keys, family: str, where: str, also_valid=(), noun: str = "keyword") -> None:
     """Each key must be one the family's configs know; `where` names the culprit (a config, a call)."""
-    if family not in MODEL_KEYS:
-        raise ConfigError(f"{where}: unknown family {family!r}; valid: {', '.join(MODEL_KEYS)}")
-    valid = MODEL_KEYS[family] + tuple(also_valid)
+    if family not in BUILDERS:
+        raise ConfigError(f"{where}: unknown family {family!r}; valid: {', '.join(BUILDERS)}")
+    valid = model_keys(family) + tuple(also_valid)
     for key in keys:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
@@ -88,7 +94,7 @@ def check_settings(cfg, where: str):
 
 def load_model(name, **overrides) -> SequenceModel:
     """Load a model by config name ("rwkv4_1b5", "pythia_1b4", "rwkv4_tiny"), or by family ("rwkv4", "hf")
-    with path= a local checkpoint or hub id. Overrides: any key of the model's config (MODEL_KEYS): path,
+    with path= a local checkpoint or hub id. Overrides: any key of the family's template (model_keys): path,
     device, dtype, init ("pretrained"|"random"), seed, tokenizer_path, ..."""
     base = model_config(name)
     where = f"load_model({name!r})" if isinstance(name, str) else f"model {base.get('name')!r}"
@@ -96,16 +102,9 @@ def load_model(name, **overrides) -> SequenceModel:
     cfg = model_config(base, **overrides)
     device, dtype = check_settings(cfg, f"model {cfg.name!r}")
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.get("tokenizer_path"))
-    if cfg.family == "rwkv4":
-        from rwkvbench.models.build import build_rwkv4_model
+    from rwkvbench.models import build  # on use: it imports the model code (transformers among it)
 
-        model = build_rwkv4_model(cfg, tokenizer, dtype, device)
-    elif cfg.family == "hf":
-        from rwkvbench.models.build import build_hf_model
-
-        model = build_hf_model(cfg, tokenizer, dtype, device)
-    else:
-        raise ConfigError(f"model {cfg.name!r}: unknown family {cfg.family!r}; expected 'rwkv4' or 'hf'")
+    model = getattr(build, BUILDERS[cfg.family])(cfg, tokenizer, dtype, device)  # family checked with the keys
     if model.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"model {cfg.name!r}: tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the "
                          f"model's head has only {model.vocab_size} rows")
