@@ -253,6 +253,14 @@ def test_summary_rows_equal_a_recomputation_from_rows_and_files(measured):
         assert mine["acc_qfirst_minus_pfirst"] == pytest.approx(pooled)
     family = s[s.model == BOTH].set_index("metric")
     assert set(family.family) == {"both"} and family.loc["acc_std_diff", "note"] == "rwkv4_tiny minus neox_tiny"
+    # the pair's weights are in the key: another pair's comparison merged into one report is kept beside it
+    ckpt = acc.groupby("model").checkpoint.first()
+    assert set(family.checkpoint) == {f"rwkv4_tiny ({ckpt['rwkv4_tiny']}) minus neox_tiny ({ckpt['neox_tiny']})"}
+    from rwkvbench.results import KEY, dedupe
+
+    both = s[s.model == BOTH].reindex(columns=list(dict.fromkeys([*s.columns, *KEY])))
+    other = both.assign(checkpoint="rwkv4_s7 (a.pth) minus neox_s7 (b)")
+    assert len(dedupe(pd.concat([both, other]))) == 2 * len(both)
     by_model = acc.groupby("model").value
     assert family.loc["acc_std_diff", "value"] == pytest.approx(by_model.std()["rwkv4_tiny"] - by_model.std()["neox_tiny"])
     spread_ = by_model.max() - by_model.min()

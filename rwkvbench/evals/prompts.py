@@ -317,7 +317,11 @@ def _family_summary(models: dict, pset: PromptSet, metric: str, boot: dict, comm
         for b in tf:
             ma, mb = a["ident"]["model"], b["ident"]["model"]
             variant = SUMMARY if len(rwkv) == len(tf) == 1 else f"{SUMMARY}:{ma}|{mb}"
-            out += _family_rows(a, b, pset, metric, boot, {**common, "variant": variant, "note": f"{ma} minus {mb}"})
+            # the pair's weights in the key column `checkpoint`: another pair's comparison (another run folder
+            # merged into one report) is another measurement, not a duplicate of this one
+            pair = f"{ma} ({a['ident']['checkpoint']}) minus {mb} ({b['ident']['checkpoint']})"
+            out += _family_rows(a, b, pset, metric, boot, {**common, "variant": variant, "note": f"{ma} minus {mb}",
+                                                           "checkpoint": pair})
     return out
 
 
