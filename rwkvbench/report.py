@@ -46,7 +46,8 @@ CAPTIONS = {
     "quality": "Accuracy per task versus parameter count; filled markers are this run's models, hollow ones the "
                "published numbers (RWKV paper v1, Appendix H; EleutherAI's Pythia evaluations).",
     "efficiency": "Prefill latency, decode latency per token, peak memory and state size versus context length. "
-                  "Markers at a panel's top edge: no measurement (out of memory or time budget spent).",
+                  "Markers at a panel's top edge: no measurement (out of memory, or skipped: predicted over the "
+                  "time or memory budget).",
     "recall": "Recall probe score versus context length, probe parameters and the bytes of state the model held.",
     "prompt": "Accuracy across prompt templates, and question-first minus passage-first with its confidence interval.",
     "train": "Training and validation loss versus training compute, with each family's fitted power law.",

@@ -327,11 +327,13 @@ def percentile_band(rows: pd.DataFrame, metric: str, x: str = "context_len") -> 
 
 # ---- points that could not be measured ---------------------------------------------------------------------
 STATUS = {"oom": dict(marker="X", label="out of memory (no measurement)"),
-          "skipped": dict(marker="$\u29B8$", label="skipped (time budget spent)")}
+          "skipped": dict(marker="$\u29B8$", label="skipped (predicted over the time or memory budget)")}
 
 
-def mark_status(ax, status_rows: pd.DataFrame, colour, x: str = "context_len", y_frac: float = 0.96) -> None:
-    """An OOM / skipped marker at the top of the panel at each x where a model has such a row."""
+def mark_status(ax, status_rows: pd.DataFrame, colour, x: str = "context_len", row: int = 0) -> None:
+    """An OOM / skipped marker at the top of the panel at each x where a model has such a row; each model
+    (`row` 0, 1, ...) a step lower, so two models' markers at one x both show."""
+    y_frac = 0.96 - 0.075 * row
     import matplotlib.transforms as mtransforms
 
     trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)

@@ -72,9 +72,14 @@ def _loss_panel(ax, curves, x, colours, runs, fits) -> None:
             span = span[span > 0]
             if span.empty or pd.isna(f.get("a")) or pd.isna(f.get("b")):
                 continue
-            c = np.geomspace(span.min(), span.max() * 3, 50)
+            # over the frontier the fit was made on (c_min .. c_max), then 3x further, thinner: an extrapolation
+            lo = f["c_min"] if pd.notna(f.get("c_min")) else span.min()
+            hi = f["c_max"] if pd.notna(f.get("c_max")) else span.max()
+            c = np.geomspace(lo, hi, 50)
             ax.plot(c, f["a"] * c ** (-f["b"]), color=fam.colour, lw=2.6, ls="--", alpha=0.9,
                     label=f"{fam.label} fit: L = {f['a']:.3g}·C^-{f['b']:.3f}" + _r2(f))
+            c = np.geomspace(hi, hi * 3, 10)
+            ax.plot(c, f["a"] * c ** (-f["b"]), color=fam.colour, lw=1.2, ls=":", alpha=0.9)
             xs.append(c[-1])
     style.log_axis(ax, "x", xs, "flops" if x == "flops" else "decimal")
     style.log_axis(ax, "y", [y for y in ys if np.isfinite(y)], "decimal")
@@ -140,7 +145,8 @@ def plot_train(df: pd.DataFrame) -> dict:
             n_text += f", {style.si(sizes.min())}–{style.si(sizes.max())} params"
         subtitle, warning = style.setup_line(lr, n_text)
         if has_b and x == "flops":
-            subtitle += f"\ndashed: the fitted power law of each family ({DRAWN_FIT})"
+            subtitle += (f"\ndashed: the fitted power law of each family ({DRAWN_FIT}) over the frontier it was "
+                         "fitted on; dotted: extrapolated 3x further")
         name = "train" if len(ladders) == 1 else f"train_{ladder}"
         style.finish(fig, f"Trained from scratch ({ladder}): loss versus compute", subtitle, warning, handles, labels,
                      ncol=3)
