@@ -50,7 +50,8 @@ def efficiency_glance(df: pd.DataFrame) -> list[str]:
     b1 = df[(df.suite == "efficiency") & (df.batch_size == 1)]
     if b1.empty:
         return []
-    lines = ["| model | prefill 16K | decode / token at 16K | longest context | prefill there | "
+    lines = ["Batch 1:", "",
+             "| model | prefill 16K | decode / token at 16K | longest context | prefill there | "
              "decode there | peak memory there | first OOM |", "|---|---|---|---|---|---|---|---|"]
     for model, m in b1.groupby("model", sort=False):
         def at(metric, ctx, m=m):
@@ -59,13 +60,16 @@ def efficiency_glance(df: pd.DataFrame) -> list[str]:
 
         measured = m[m.metric == "prefill_ms"].context_len.dropna()
         longest = int(measured.max()) if len(measured) else None
-        oom = m[m.metric == "oom"].context_len.dropna()
+        oom = m[m.metric == "oom"].dropna(subset=["context_len"]).sort_values("context_len")
+        # an OOM the budget predicted (and so never ran) says so
+        first_oom = "none" if oom.empty else tokens(oom.context_len.iloc[0]) + (
+            " (predicted)" if str(oom.note.iloc[0]).startswith("predicted") else "")
         ms = lambda v: "" if v is None else (f"{v / 1e3:.2f} s" if v >= 1e3 else f"{v:.3g} ms")  # noqa: E731
         peak = at("prefill_peak_bytes", longest) if longest else None
         lines.append(f"| {model} | {ms(at('prefill_ms', 16384))} | {ms(at('decode_ms_per_token', 16384))} | "
                      f"{tokens(longest) if longest else ''} | {ms(at('prefill_ms', longest))} | "
                      f"{ms(at('decode_ms_per_token', longest))} | {binary_bytes(peak) if peak else ''} | "
-                     f"{tokens(oom.min()) if len(oom) else 'none'} |")
+                     f"{first_oom} |")
     return lines
 
 
