@@ -42,8 +42,11 @@ def _spread_panel(ax, rows: pd.DataFrame, task: str, metric: str, models: list[s
                 line.set(color=f.colour)
         jitter = rng.uniform(-0.14, 0.14, len(s))
         ax.scatter(i + jitter, s.value, color=f.colour, s=22, zorder=3, edgecolor="white", linewidth=0.5)
-        for name, y, x in ((s.variant.iloc[0], s.value.iloc[0], i), (s.variant.iloc[-1], s.value.iloc[-1], i)):
-            ax.annotate(str(name), (x + 0.3, y), fontsize=6.5, color="#444444", va="center")
+        # the worst template's name just below its value, the best's just above: apart even when equal
+        for name, y, dy, va in ((s.variant.iloc[0], s.value.iloc[0], -1.5, "top"),
+                                (s.variant.iloc[-1], s.value.iloc[-1], 1.5, "bottom")):
+            ax.annotate(str(name), (i + 0.3, y), xytext=(0, dy), textcoords="offset points", fontsize=6.5,
+                        color="#444444", va=va)
         ax.text(i, 0.01, f"{len(s)} templates", transform=ax.get_xaxis_transform(), ha="center", fontsize=7,
                 color="#444444")
     chance = task_info(task)["chance"]
@@ -118,7 +121,7 @@ def plot_prompt(df: pd.DataFrame) -> dict:
         _spread_panel(axes[0][c], rows, task, metric, models)
         if has_order:
             _order_panel(axes[1][c], rows, task, metric, models)
-    per = rows[_templates(rows)]
+    per = rows[_templates(rows) & rows.metric.isin({m for _, m in tasks})]  # the scores drawn (not token counts)
     subtitle, warning = style.setup_line(per, style.n_range(per, "documents per template"))
     subtitle += "\nbox: middle half of the templates, whiskers: lowest to highest; the best and worst template named"
     if has_order:
