@@ -185,3 +185,19 @@ def test_efficiency_trend_extrapolates_time_as_a_power_law_and_memory_linearly()
     trend.learn(8192, 4, [{"metric": "oom", "value": 1.0}])
     with pytest.raises(SkipUnit, match="ran out of memory at the shorter context 8192"):
         trend.check(16384, 4, Budget(None))
+
+
+def test_a_cheap_prefill_gets_a_median_even_when_its_warm_up_spent_the_budget():
+    from rwkvbench.evals.efficiency import MIN_CHEAP, measure_prefill
+
+    class Slow:
+        """Its first prefill (the warm-up) takes longer than the point's whole budget, as a compile does."""
+        device, calls = torch.device("cpu"), 0
+
+        def prefill(self, ids, logits):
+            self.calls += 1
+            time.sleep(0.3 if self.calls == 1 else 0.002)
+            return torch.zeros(1), None
+
+    rows, _ = measure_prefill(Slow(), torch.zeros(1, 8, dtype=torch.long), repeats=5, budget=Budget(0.2))
+    assert rows[0]["metric"] == "prefill_ms" and rows[0]["n"] == MIN_CHEAP
