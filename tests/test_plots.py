@@ -230,3 +230,12 @@ def test_train_figure_keeps_runs_of_both_families_apart_and_draws_each_fit():
     # the exponents: pure power laws only (the irreducible-loss fit is another model of the curve)
     labels = [x.get_text() for x in exponent_ax.texts]
     assert len(labels) == 4 and not any("irreducible" in lab for lab in labels)
+
+
+def test_kernel_figure_tells_forward_from_backward_and_marks_a_skipped_shape():
+    fig = make_figures(fx.kernel_rows())["kernel"]
+    single = fig.axes[1]  # B=1, C=768: one T, so no line joins the points
+    markers = {line.get_marker() for line in single.get_lines() if line.get_label().startswith("rwkvbench")}
+    assert markers == {"o", "s"}
+    assert "skipped" in texts(fig)  # the rwkv package at 1M tokens (int32 indexing): a marker and its legend entry
+    assert any(len(c.get_offsets()) for c in fig.axes[0].collections if c.get_label() == "_skipped")

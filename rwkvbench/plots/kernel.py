@@ -10,7 +10,8 @@ from rwkvbench.plots import style
 
 REQUIRED = ["model", "task", "context_len", "metric", "value"]
 OURS = "rwkvbench"
-PASS = {"wkv4_forward": ("forward", "-"), "wkv4_backward": ("backward", ":")}
+# task -> (name, line style, marker, floor colour): a panel of one T shows no line, so the markers tell
+PASS = {"wkv4_forward": ("forward", "-", "o", "black"), "wkv4_backward": ("backward", ":", "s", "#888888")}
 OTHERS = ["#333333", "#888888", "#555555"]  # implementations other than ours, in grey
 
 
@@ -21,7 +22,7 @@ def _colour(model: str, others: list[str]):
 def _group_panels(ax_time, ax_pct, rows: pd.DataFrame, others: list[str]) -> None:
     xs, ys = list(rows.context_len.astype(float)), []
     for (model, task), sel in rows.groupby(["model", "task"], sort=True):
-        name, ls = PASS.get(task, (task, "-."))
+        name, ls, marker, _ = PASS.get(task, (task, "-.", "D", "black"))
         colour = _colour(model, others)
         hollow = {} if model == OURS else {"mfc": "white"}
         t = sel[sel.metric == "kernel_ms"].sort_values("context_len")
@@ -30,19 +31,22 @@ def _group_panels(ax_time, ax_pct, rows: pd.DataFrame, others: list[str]) -> Non
         band = style.percentile_band(sel, "kernel_ms")
         if band is not None:
             ax_time.fill_between(band.index.astype(float), band.lo, band.hi, color=colour, alpha=0.2, lw=0)
-        ax_time.plot(t.context_len.astype(float), t.value, ls=ls, marker="o", ms=5, color=colour, lw=1.8,
+        ax_time.plot(t.context_len.astype(float), t.value, ls=ls, marker=marker, ms=5, color=colour, lw=1.8,
                      label=f"{model}, {name}", **hollow)
         ys += list(t.value)
         p = sel[sel.metric == "pct_of_floor"].sort_values("context_len")
         if not p.empty:
-            ax_pct.plot(p.context_len.astype(float), p.value, ls=ls, marker="o", ms=5, color=colour, lw=1.8,
+            ax_pct.plot(p.context_len.astype(float), p.value, ls=ls, marker=marker, ms=5, color=colour, lw=1.8,
                         label=f"{model}, {name}", **hollow)
     for task, sel in rows[rows.metric == "floor_ms"].groupby("task"):
         f = sel.drop_duplicates("context_len").sort_values("context_len")
-        name, _ = PASS.get(task, (task, "-"))
-        ax_time.plot(f.context_len.astype(float), f.value, color="black", lw=1.1, ls="-" if name == "forward" else "--",
-                     marker="_", ms=16, label=f"bytes floor, {name}")
+        name, _, _, floor_colour = PASS.get(task, (task, "-", "D", "black"))
+        ax_time.plot(f.context_len.astype(float), f.value, color=floor_colour, lw=1.1,
+                     ls="-" if name == "forward" else "--", marker="_", ms=16, label=f"bytes floor, {name}")
         ys += list(f.value)
+    status = rows[rows.metric.isin(list(style.STATUS))]
+    for row, (model, s) in enumerate(status.groupby("model")):
+        style.mark_status(ax_time, s, _colour(model, others), row=row)
     for ax in (ax_time, ax_pct):
         style.log_axis(ax, "x", xs, "tokens")
         ax.set_xlabel("sequence length T (tokens)")
@@ -73,6 +77,8 @@ def plot_kernel(df: pd.DataFrame) -> dict:
         axes[0][c].set_title(f"time · {shape}", fontsize=10)
         axes[1][c].set_title(f"fraction of the floor · {shape}", fontsize=10)
     handles, labels = style.legend_entries(fig)
+    extra = style.status_handles(rows)
+    handles, labels = handles + extra[0], labels + extra[1]
     subtitle, _ = style.setup_line(rows.assign(checkpoint=pd.NA), style.n_range(rows[rows.metric == "kernel_ms"],
                                                                                  "timed calls per point"))
     subtitle = subtitle.replace("  ·  weights not recorded", "")
