@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rwkvbench.errors import ConfigError
-from rwkvbench.evals.task_data import TaskDataError, layout_help, validate_task_file
+from rwkvbench.evals.task_data import TaskDataError, validate_task_file
 
 ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
 ACC_NORM = ACC + [{"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
@@ -102,13 +102,8 @@ BUILTIN = {
 def local_task(name: str, path: str | Path, layout: str, **overrides) -> dict:
     """An lm-eval task config (a dict lm-eval accepts in `tasks=`) reading one JSON-lines file, every row
     of which is checked first (task_data.py)."""
-    if layout not in LAYOUTS:
-        raise ConfigError(f"task {name}: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise TaskDataError(f"task {name}: data file {path} not found (JSON lines in the {layout!r} layout "
-                            f"{layout_help(layout)})")
-    validate_task_file(path, layout)
+    validate_task_file(path, layout, task=name)  # the layout, the file and every row
     path = path.resolve()  # lm-eval reads it later, maybe from another working directory
     return {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
             "test_split": "test", "metadata": {"version": 1.0, "source": str(path)},

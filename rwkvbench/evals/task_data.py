@@ -78,13 +78,15 @@ def _validated(path: str, layout: str, mtime_ns: int, size: int) -> int:
     return rows
 
 
-def validate_task_file(path: str | Path, layout: str) -> int:
+def validate_task_file(path: str | Path, layout: str, task: str | None = None) -> int:
     """Check every row of a JSON-lines task file against its layout; the number of rows. Cached per file
-    version, so a run and its evaluator read a large file once."""
+    version, so a run and its evaluator read a large file once. `task` names the task in the errors."""
+    where = f"task {task}: " if task else f"{path}: "
     if layout not in LAYOUT_FIELDS:
-        raise TaskDataError(f"{path}: unknown layout {layout!r}; valid: {', '.join(LAYOUT_FIELDS)}")
+        raise TaskDataError(f"{where}unknown layout {layout!r}; valid: {', '.join(LAYOUT_FIELDS)}")
     file = Path(path)
     if not file.is_file():
-        raise TaskDataError(f"{path}: data file not found (JSON lines in the {layout!r} layout {layout_help(layout)})")
+        missing = f"data file {path} not found" if task else "data file not found"
+        raise TaskDataError(f"{where}{missing} (JSON lines in the {layout!r} layout {layout_help(layout)})")
     stat = file.stat()
     return _validated(str(file.resolve()), layout, stat.st_mtime_ns, stat.st_size)
