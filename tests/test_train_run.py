@@ -211,4 +211,6 @@ def test_cli_bad_input_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rwkvbench.train", f"out_dir={tmp_path}", "size=tiny",
                           f"data.train={tmp_path}/nothing-*.jsonl.xz"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert out.stderr.strip() == f"rwkvbench.train: error: data.train: {tmp_path}/nothing-*.jsonl.xz matches no file"
+    assert out.stderr.strip() == (f"rwkvbench.train: error: data.train: {tmp_path}/nothing-*.jsonl.xz matches no file "
+                                  "(give data.root= the folder holding corpus/ and tokenizer/, or $RWKVBENCH_DATA, or "
+                                  "data.train= files or globs)")

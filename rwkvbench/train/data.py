@@ -222,7 +222,8 @@ def expand_files(patterns, what: str) -> list[Path]:
     for pattern in patterns:
         matched = sorted(glob.glob(str(Path(pattern).expanduser())))
         if not matched:
-            raise DataError(f"{what}: {pattern} matches no file")
+            raise DataError(f"{what}: {pattern} matches no file (give data.root= the folder holding corpus/ and "
+                            f"tokenizer/, or $RWKVBENCH_DATA, or {what}= files or globs)")
         files += [Path(m) for m in matched]
     if not files:
         raise DataError(f"{what}: no files given")

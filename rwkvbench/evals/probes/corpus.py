@@ -25,7 +25,8 @@ class Corpus:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"corpus_path={path}: no such file (expected Pile-style JSON lines, e.g. the shared "
-                            f"corpus/test.jsonl.xz; set corpus_path= or $RWKVBENCH_CORPUS)")
+                            f"corpus/test.jsonl.xz; set $RWKVBENCH_CORPUS, or the copy part's key: "
+                            f"task.parts.0.corpus_path= for task=copy and task=recall)")
         self.docs = []
         try:
             with _open(self.path) as f:
