@@ -74,8 +74,9 @@ def summary(df: pd.DataFrame) -> str:
     if len(status):
         out.append(f"{len(status)} unit(s) not measured:")
         for r in status.itertuples():
-            where = ", ".join(f"{k}={getattr(r, k)}" for k in ("task", "context_len", "batch_size")
-                              if not pd.isna(getattr(r, k)))
+            # the variant too: a probe's units at one context differ by it (passkey: depth and order)
+            where = ", ".join(f"{k}={getattr(r, k)}" for k in ("task", "context_len", "batch_size", "variant")
+                              if not pd.isna(getattr(r, k)) and getattr(r, k) != "")
             out.append(f"  {r.model} {where}: {r.metric} ({r.note})")
     return "\n".join(out)
 

@@ -201,3 +201,15 @@ def test_a_cheap_prefill_gets_a_median_even_when_its_warm_up_spent_the_budget():
 
     rows, _ = measure_prefill(Slow(), torch.zeros(1, 8, dtype=torch.long), repeats=5, budget=Budget(0.2))
     assert rows[0]["metric"] == "prefill_ms" and rows[0]["n"] == MIN_CHEAP
+
+
+def test_summary_names_each_unit_not_measured_by_its_variant():
+    import pandas as pd
+
+    from rwkvbench.run import summary
+
+    rows = [{"model": "neox_tiny", "task": "passkey", "context_len": 16384, "batch_size": None, "variant": v,
+             "metric": "skipped", "value": 1.0, "note": "over budget"}
+            for v in ("depth=0.00;order=question_first", "depth=0.50;order=question_first")]
+    lines = [line for line in summary(pd.DataFrame(rows)).splitlines() if line.startswith("  neox_tiny")]
+    assert len(lines) == 2 and len(set(lines)) == 2 and "depth=0.50" in lines[1]
