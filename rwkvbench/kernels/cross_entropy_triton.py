@@ -3,10 +3,9 @@
 The plain reference is `rwkvbench.train.loss._chunk` (same contract, tested against it on CUDA). Two
 passes over each row: a running max and sum of exponentials (and the target's logit and, for RWKV-LM's
 L2Wrap, the argmax), then the gradient (softmax - one-hot [+ L2Wrap's term]) / n written over the logits
-in their dtype. Few rows are in flight (a couple of programs per SM, each walking rows), so the second
-pass finds its row in L2 and the logits cross HBM about twice (read, write). Compiled by inductor, the
-same expression re-read each row from memory once per pass (13 of 78 ms of a 34M-parameter training step
-on an H200, against about 3.5 ms for these bytes).
+in their dtype. A few programs per SM each walk rows (PROGRAMS_PER_SM, chosen by measurement below).
+Compiled by inductor, the same expression re-read each row from memory once per pass (13 of 78 ms of a
+34M-parameter training step on an H200, against about 3.5 ms for these bytes).
 """
 
 from __future__ import annotations
@@ -56,14 +55,19 @@ def _cross_entropy_rows(logits_ptr, targets_ptr, loss_ptr, n_rows, V, stride, in
 BLOCK, WARPS, PROGRAMS_PER_SM = 4096, 8, 8
 
 
-def chunk_triton(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_total: int, l2wrap: float,
-                 block: int = BLOCK, warps: int = WARPS, programs_per_sm: int = PROGRAMS_PER_SM):
-    """`train.loss._chunk` on CUDA: (summed loss float32, d(mean loss)/d logits in x's dtype). The last three
+def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, n_total: int, l2wrap: float,
+                        block: int = BLOCK, warps: int = WARPS, programs_per_sm: int = PROGRAMS_PER_SM):
+    """Each row's loss (float32), with the logits overwritten by d(mean loss)/d logits. The last three
     arguments are the launch (benchmarks/cross_entropy_kernel.py compares them)."""
-    logits = x @ weight.t()  # the gradient overwrites it
     rows, V = logits.shape
-    loss = torch.empty(rows, dtype=torch.float32, device=x.device)
-    programs = min(rows, programs_per_sm * torch.cuda.get_device_properties(x.device).multi_processor_count)
+    loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    programs = min(rows, programs_per_sm * torch.cuda.get_device_properties(logits.device).multi_processor_count)
     _cross_entropy_rows[(programs,)](logits, targets.contiguous(), loss, rows, V, logits.stride(0), 1.0 / n_total,
                                      float(l2wrap), BLOCK=block, L2WRAP=bool(l2wrap), num_warps=warps)
-    return loss.sum(), logits
+    return loss
+
+
+def chunk_triton(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_total: int, l2wrap: float):
+    """`train.loss._chunk` on CUDA: (summed loss float32, d(mean loss)/d logits in x's dtype)."""
+    logits = x @ weight.t()  # the gradient overwrites it
+    return cross_entropy_rows_(logits, targets, n_total, l2wrap).sum(), logits
