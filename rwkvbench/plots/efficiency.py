@@ -63,8 +63,7 @@ def _panel(ax, rows, status, colours, metrics, ylabel, unit, drew) -> None:
             ax.axhline(w.value.max(), color=colours[model], ls=":", lw=1.4, zorder=1)
             ys.append(w.value.max())
             drew.add("weights")
-    for row, (model, s) in enumerate(status.groupby("model")):
-        style.mark_status(ax, s, colours.get(model, "#444444"), row=row)
+    style.mark_status(ax, status, lambda model: colours.get(model, "#444444"))
     style.log_axis(ax, "x", xs, "tokens")
     style.log_axis(ax, "y", ys, unit)
     ax.set_xlabel("context length (tokens)")

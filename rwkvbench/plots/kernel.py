@@ -12,6 +12,10 @@ REQUIRED = ["model", "task", "context_len", "metric", "value"]
 OURS = "rwkvbench"
 # task -> (name, line style, marker, floor colour): a panel of one T shows no line, so the markers tell
 PASS = {"wkv4_forward": ("forward", "-", "o", "black"), "wkv4_backward": ("backward", ":", "s", "#888888")}
+
+
+def _pass(task: str) -> tuple[str, str, str, str]:
+    return PASS.get(task, (task, "-.", "D", "black"))
 OTHERS = ["#333333", "#888888", "#555555"]  # implementations other than ours, in grey
 
 
@@ -22,7 +26,7 @@ def _colour(model: str, others: list[str]):
 def _group_panels(ax_time, ax_pct, rows: pd.DataFrame, others: list[str]) -> None:
     xs, ys = list(rows.context_len.astype(float)), []
     for (model, task), sel in rows.groupby(["model", "task"], sort=True):
-        name, ls, marker, _ = PASS.get(task, (task, "-.", "D", "black"))
+        name, ls, marker, _ = _pass(task)
         colour = _colour(model, others)
         hollow = {} if model == OURS else {"mfc": "white"}
         t = sel[sel.metric == "kernel_ms"].sort_values("context_len")
@@ -40,13 +44,11 @@ def _group_panels(ax_time, ax_pct, rows: pd.DataFrame, others: list[str]) -> Non
                         label=f"{model}, {name}", **hollow)
     for task, sel in rows[rows.metric == "floor_ms"].groupby("task"):
         f = sel.drop_duplicates("context_len").sort_values("context_len")
-        name, _, _, floor_colour = PASS.get(task, (task, "-", "D", "black"))
+        name, _, _, floor_colour = _pass(task)
         ax_time.plot(f.context_len.astype(float), f.value, color=floor_colour, lw=1.1,
                      ls="-" if name == "forward" else "--", marker="_", ms=16, label=f"bytes floor, {name}")
         ys += list(f.value)
-    status = rows[rows.metric.isin(list(style.STATUS))]
-    for row, (model, s) in enumerate(status.groupby("model")):
-        style.mark_status(ax_time, s, _colour(model, others), row=row)
+    style.mark_status(ax_time, rows[rows.metric.isin(list(style.STATUS))], lambda model: _colour(model, others))
     for ax in (ax_time, ax_pct):
         style.log_axis(ax, "x", xs, "tokens")
         ax.set_xlabel("sequence length T (tokens)")

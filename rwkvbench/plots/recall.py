@@ -142,8 +142,7 @@ def _figure(rows: pd.DataFrame, state: pd.DataFrame, status: pd.DataFrame, task:
                 at = status
                 for col, val in zip(cat_cols, combo):
                     at = at[at[col].isna()] if pd.isna(val) else at[at[col] == val]
-                for row, (model, s) in enumerate(at.groupby("model")):
-                    style.mark_status(ax, s, colours.get(model, "#444444"), row=row)
+                style.mark_status(ax, at, lambda model: colours.get(model, "#444444"))
             ax.set_title(" · ".join(p for p in (task, SCORES.get(metric, metric), facet) if p), fontsize=10.5)
     models = style.model_order(rows)
     first_family = rows.groupby("model").family.first()

@@ -330,18 +330,19 @@ STATUS = {"oom": dict(marker="X", label="out of memory (no measurement)"),
           "skipped": dict(marker="$\u29B8$", label="skipped (predicted over the time or memory budget)")}
 
 
-def mark_status(ax, status_rows: pd.DataFrame, colour, x: str = "context_len", row: int = 0) -> None:
-    """An OOM / skipped marker at the top of the panel at each x where a model has such a row; each model
-    (`row` 0, 1, ...) a step lower, so two models' markers at one x both show."""
-    y_frac = 0.96 - 0.075 * row
+def mark_status(ax, status_rows: pd.DataFrame, colour_of, x: str = "context_len") -> None:
+    """An OOM / skipped marker at the top of the panel at each x where a model has such a row, in
+    `colour_of(model)`; each model a step lower, so two models' markers at one x both show."""
     import matplotlib.transforms as mtransforms
 
     trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-    for metric, style in STATUS.items():
-        xs = status_rows.loc[status_rows.metric == metric, x].dropna().astype(float)
-        if len(xs):
-            ax.scatter(xs, [y_frac] * len(xs), transform=trans, marker=style["marker"], s=70, color=colour,
-                       zorder=5, clip_on=False, label=f"_{metric}")
+    for row, (model, rows) in enumerate(status_rows.groupby("model")):
+        y_frac = 0.96 - 0.075 * row
+        for metric, style in STATUS.items():
+            xs = rows.loc[rows.metric == metric, x].dropna().astype(float)
+            if len(xs):
+                ax.scatter(xs, [y_frac] * len(xs), transform=trans, marker=style["marker"], s=70,
+                           color=colour_of(model), zorder=5, clip_on=False, label=f"_{metric}")
 
 
 def status_handles(rows: pd.DataFrame) -> tuple[list, list]:
