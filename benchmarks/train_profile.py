@@ -52,6 +52,8 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--tokens", default=None, help="a .npy of token ids: a real-text batch instead of random ids")
+    p.add_argument("--cpu", action="store_true",
+                   help="also the host side: the ops that spend the most CPU time per step (a step the GPU waits on)")
     args = p.parse_args()
     device = torch.device("cuda")
     size, model, optimizer, batch, kw = prepare(args.family, args.size, "compiled", device, args.context,
@@ -62,7 +64,8 @@ def main():
         train_step(model, optimizer, batch, device, **kw)
     step_ms = timed_ms(lambda: [train_step(model, optimizer, batch, device, **kw) for _ in range(args.steps)],
                        device) / args.steps
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    activities = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if args.cpu else [])
+    with torch.profiler.profile(activities=activities) as prof:
         for _ in range(args.steps):
             train_step(model, optimizer, batch, device, **kw)
         torch.cuda.synchronize()
@@ -83,6 +86,9 @@ def main():
           f"(GPU idle {max(0.0, step_ms - total):.1f} ms)")
     for group, ms in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {group:32s} {ms:7.2f} ms  {ms / total:6.1%}")
+    if args.cpu:
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top)
+        print(f"  host ops by self CPU time ({args.steps} steps):\n{table}")
     print("  top kernels:")
     for name, ms in sorted(kernels.items(), key=lambda kv: -kv[1])[: args.top]:
         print(f"    {ms:7.2f} ms  {name[:150]}")

@@ -8,7 +8,7 @@
 
 // Tile of time steps handled by one block; forward and backward share it (tile_states is per tile).
 #ifndef WKV4_TILE
-#define WKV4_TILE 64  // chosen by benchmarks/tune_wkv.py on an H100 (64, 128 and 256 tried)
+#define WKV4_TILE 32  // benchmarks/tune_wkv.py on an H200, with the blocks per SM in wkv4_kernels.cu
 #endif
 
 inline int wkv4_num_tiles(int T) { return (T + WKV4_TILE - 1) / WKV4_TILE; }
@@ -37,10 +37,11 @@ cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const f
                          cudaStream_t stream);
 
 // Gradients. g_aa_out / g_bb_out (may be null) are the gradients reaching the final state; pp_out is the
-// final state's exponent. gw_part / gu_part are (B x num_tiles x C) partial sums (reduce over the first
-// two axes). g_aa_in, g_bb_in, g_pp_in receive the initial state's gradients.
+// final state's exponent. gw_sum / gu_sum are (C,) and must be zero: every block adds its channels' share
+// (atomics, so their summation order varies from run to run). g_aa_in, g_bb_in, g_pp_in receive the
+// initial state's gradients.
 cudaError_t wkv4_backward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
                           const void* v, const void* gy, const float* seg_states, const float* pp_out,
-                          const float* g_aa_out, const float* g_bb_out, void* gk, void* gv, float* gw_part,
-                          float* gu_part, float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace,
+                          const float* g_aa_out, const float* g_bb_out, void* gk, void* gv, float* gw_sum,
+                          float* gu_sum, float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace,
                           cudaStream_t stream);

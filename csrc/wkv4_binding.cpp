@@ -64,17 +64,15 @@ std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Ten
   TORCH_CHECK(g_aa_out.has_value() == g_bb_out.has_value(), "wkv4: give both final-state gradients or neither");
   const at::cuda::CUDAGuard guard(k.device());
   auto f32 = k.options().dtype(torch::kFloat32);
-  const int64_t J = wkv4_num_tiles(T);
   auto gk = torch::empty_like(k), gv = torch::empty_like(v);
-  auto gw_part = torch::empty({B, J, C}, f32), gu_part = torch::empty({B, J, C}, f32);
+  auto gw = torch::zeros({C}, f32), gu = torch::zeros({C}, f32);  // the kernel adds into both
   auto g_aa = torch::empty({B, C}, f32), g_bb = torch::empty({B, C}, f32), g_pp = torch::empty({B, C}, f32);
   auto ws = torch::empty({(int64_t)wkv4_workspace_bytes(B, T, C)}, k.options().dtype(torch::kUInt8));
   ok(wkv4_backward(dtype_code(k.scalar_type(), "wkv4: k and v"), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
                    gy.data_ptr(), seg_states.data_ptr<float>(), pp_out.data_ptr<float>(),
                    g_aa_out ? g_aa_out->data_ptr<float>() : nullptr, g_bb_out ? g_bb_out->data_ptr<float>() : nullptr,
-                   gk.data_ptr(), gv.data_ptr(), gw_part.data_ptr<float>(), gu_part.data_ptr<float>(),
+                   gk.data_ptr(), gv.data_ptr(), gw.data_ptr<float>(), gu.data_ptr<float>(),
                    g_aa.data_ptr<float>(), g_bb.data_ptr<float>(), g_pp.data_ptr<float>(), ws.data_ptr(),
                    at::cuda::getCurrentCUDAStream()));
-  const std::vector<int64_t> batch_and_tiles{0, 1};
-  return {gk, gv, gw_part.sum(batch_and_tiles), gu_part.sum(batch_and_tiles), g_aa, g_bb, g_pp};
+  return {gk, gv, gw, gu, g_aa, g_bb, g_pp};
 }

@@ -150,8 +150,21 @@ __device__ TileSlot claim_tile(int B, int T, int C, int G, int J, bool reverse, 
   return t;
 }
 
+// Blocks per SM each kernel's registers must allow (__launch_bounds__'s second argument): 64 registers a
+// thread, a few spilled. Occupancy, not registers, limited both kernels. benchmarks/tune_wkv.py on an
+// H200 (bf16, fwd/bwd ms), against tile 64 with the compiler's choice (136 and 109 registers):
+//   64 x 1024 x 640 (s7 training)  0.228/0.514 against 0.342/0.864
+//   32 x 1024 x 128 (s1 training)  0.039/0.080 against 0.056/0.125
+//   1 x 65536 x 2048 (fp32 prefill) 0.655/1.555 against 0.964/1.699
+#ifndef WKV4_FWD_MIN_BLOCKS
+#define WKV4_FWD_MIN_BLOCKS 16
+#endif
+#ifndef WKV4_BWD_MIN_BLOCKS
+#define WKV4_BWD_MIN_BLOCKS 8
+#endif
+
 template <typename TI, int L>
-__global__ void __launch_bounds__(32 * (WKV4_TILE / L))
+__global__ void __launch_bounds__(32 * (WKV4_TILE / L), WKV4_FWD_MIN_BLOCKS)
     wkv4_fwd_kernel(int B, int T, int C, int G, int J, const float* __restrict__ w_, const float* __restrict__ u_,
                     const TI* __restrict__ k_, const TI* __restrict__ v_, const float* __restrict__ aa_in,
                     const float* __restrict__ bb_in, const float* __restrict__ pp_in, TI* __restrict__ y_,
@@ -239,12 +252,12 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
 // Backward. The gradient state G_t = (dL/dA_t, dL/dB_t) obeys G_t = e^w G_{t+1} + (g_t / D_t)(1, -y_t),
 // a linear scan in reverse time with the same decay, kept as (a, b, p) meaning (a e^p, b e^p).
 template <typename TI, int L>
-__global__ void __launch_bounds__(32 * (WKV4_TILE / L))
+__global__ void __launch_bounds__(32 * (WKV4_TILE / L), WKV4_BWD_MIN_BLOCKS)
     wkv4_bwd_kernel(int B, int T, int C, int G, int J, const float* __restrict__ w_, const float* __restrict__ u_,
                     const TI* __restrict__ k_, const TI* __restrict__ v_, const TI* __restrict__ gy_,
                     const float* __restrict__ seg_states, const float* __restrict__ pp_out,
                     const float* __restrict__ g_aa_out, const float* __restrict__ g_bb_out, TI* __restrict__ gk_,
-                    TI* __restrict__ gv_, float* __restrict__ gw_part, float* __restrict__ gu_part,
+                    TI* __restrict__ gv_, float* __restrict__ gw_sum, float* __restrict__ gu_sum,
                     float* __restrict__ g_aa_in, float* __restrict__ g_bb_in, float* __restrict__ g_pp_in,
                     Workspace ws) {
   constexpr int S = WKV4_TILE / L;
@@ -355,14 +368,14 @@ __global__ void __launch_bounds__(32 * (WKV4_TILE / L))
       sw += red_w[q][lane];
       su += red_u[q][lane];
     }
-    gw_part[((size_t)b * J + j) * C + c] = sw;
-    gu_part[((size_t)b * J + j) * C + c] = su;
+    atomicAdd(gw_sum + c, sw);  // B x J blocks add into each channel: no separate reduction launch
+    atomicAdd(gu_sum + c, su);
   }
 }
 
 // Steps per thread (tuning knobs; -D overrides them for sweeps).
 #ifndef WKV4_FWD_L
-#define WKV4_FWD_L 16  // with the default tile: 4 warps per block
+#define WKV4_FWD_L 16  // with the default tile: 2 warps per block
 #endif
 constexpr int FWD_L = WKV4_FWD_L;
 constexpr int BWD_L = WKV4_BWD_L;  // (wkv4.h) the backward keeps 6 values per step in registers
@@ -384,7 +397,7 @@ cudaError_t launch_forward(int B, int T, int C, const float* w, const float* u, 
 template <typename TI>
 cudaError_t launch_backward(int B, int T, int C, const float* w, const float* u, const void* k, const void* v,
                             const void* gy, const float* seg_states, const float* pp_out, const float* g_aa_out,
-                            const float* g_bb_out, void* gk, void* gv, float* gw_part, float* gu_part,
+                            const float* g_bb_out, void* gk, void* gv, float* gw_sum, float* gu_sum,
                             float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace, cudaStream_t stream) {
   const int G = (C + 31) / 32, J = wkv4_num_tiles(T);
   Workspace ws = carve(workspace, B * G, J);
@@ -392,7 +405,7 @@ cudaError_t launch_backward(int B, int T, int C, const float* w, const float* u,
   if (err != cudaSuccess) return err;
   wkv4_bwd_kernel<TI, BWD_L><<<(unsigned)((size_t)B * G * J), 32 * (WKV4_TILE / BWD_L), 0, stream>>>(
       B, T, C, G, J, w, u, static_cast<const TI*>(k), static_cast<const TI*>(v), static_cast<const TI*>(gy),
-      seg_states, pp_out, g_aa_out, g_bb_out, static_cast<TI*>(gk), static_cast<TI*>(gv), gw_part, gu_part,
+      seg_states, pp_out, g_aa_out, g_bb_out, static_cast<TI*>(gk), static_cast<TI*>(gv), gw_sum, gu_sum,
       g_aa_in, g_bb_in, g_pp_in, ws);
   return cudaGetLastError();
 }
@@ -424,19 +437,19 @@ cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const f
 
 cudaError_t wkv4_backward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
                           const void* v, const void* gy, const float* seg_states, const float* pp_out,
-                          const float* g_aa_out, const float* g_bb_out, void* gk, void* gv, float* gw_part,
-                          float* gu_part, float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace,
+                          const float* g_aa_out, const float* g_bb_out, void* gk, void* gv, float* gw_sum,
+                          float* gu_sum, float* g_aa_in, float* g_bb_in, float* g_pp_in, void* workspace,
                           cudaStream_t stream) {
   switch (dtype) {
     case 0:
       return launch_backward<float>(B, T, C, w, u, k, v, gy, seg_states, pp_out, g_aa_out, g_bb_out, gk, gv,
-                                    gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
+                                    gw_sum, gu_sum, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
     case 1:
       return launch_backward<__nv_bfloat16>(B, T, C, w, u, k, v, gy, seg_states, pp_out, g_aa_out, g_bb_out, gk,
-                                            gv, gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
+                                            gv, gw_sum, gu_sum, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
     case 2:
       return launch_backward<__half>(B, T, C, w, u, k, v, gy, seg_states, pp_out, g_aa_out, g_bb_out, gk, gv,
-                                     gw_part, gu_part, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
+                                     gw_sum, gu_sum, g_aa_in, g_bb_in, g_pp_in, workspace, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -85,6 +85,8 @@ class TrainableRWKV4(Trainable):
                           "and slow", stacklevel=2)
             return
         self.step = torch.compile(block_step, dynamic=False)
+        for norm in (self.net.blocks[0].ln0, self.net.ln_out):  # eager, their weight gradients were slow reductions
+            norm.compile()
 
     def embedding_weights(self):
         return [self.net.emb.weight, self.net.head.weight]
