@@ -214,3 +214,12 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert out.stderr.strip() == (f"rwkvbench.train: error: data.train: {tmp_path}/nothing-*.jsonl.xz matches no file "
                                   "(give data.root= the folder holding corpus/ and tokenizer/, or $RWKVBENCH_DATA, or "
                                   "data.train= files or globs)")
+
+
+def test_the_sweep_takes_the_smallest_rate_near_the_lowest_loss():
+    from rwkvbench.train.ladder import choose_lr
+
+    finals = {2e-3: 6.457, 4e-3: 6.333, 8e-3: 6.328, 1.6e-2: 6.543}  # GPT-NeoX s1 on an H200
+    assert choose_lr(finals, 0.0) == 8e-3  # no tolerance: the argmin
+    assert choose_lr(finals, 0.02) == 4e-3
+    assert choose_lr({2e-3: 5.954, 4e-3: 5.709, 8e-3: 5.609, 1.6e-2: 5.671}, 0.02) == 8e-3  # a clear optimum stays
