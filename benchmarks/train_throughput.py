@@ -12,6 +12,7 @@ step (rwkvbench.train.trainer.train_step: bf16 autocast, fused head + cross-entr
 
 Settings, in order (the budget --budget-s cuts the list short, most important first):
   compiled   torch.compile of the block / each layer and of the loss chunk, whole batch per pass (the ladder's)
+  graphs     compiled with mode="reduce-overhead": each compiled block / layer replayed as a CUDA graph
   eager      no compile
   plain_ce   compiled, but the unfused head + torch cross-entropy over all logits (B x T x V)
   inductor_ce compiled, the fused head + cross-entropy's chunks compiled by inductor, not our Triton kernel
@@ -41,6 +42,7 @@ from rwkvbench.train.trainer import train_step
 
 SETTINGS = {
     "compiled": dict(compile=True, loss_fn=linear_cross_entropy, micro=1, batch=1),
+    "graphs": dict(compile=True, mode="reduce-overhead", loss_fn=linear_cross_entropy, micro=1, batch=1),
     "eager": dict(compile=False, loss_fn=linear_cross_entropy, micro=1, batch=1),
     "plain_ce": dict(compile=True, loss_fn=plain_cross_entropy, micro=1, batch=1),
     "inductor_ce": dict(compile=True, loss_fn=linear_cross_entropy, micro=1, batch=1, chunk="inductor"),
@@ -71,7 +73,7 @@ def prepare(family: str, size_name: str, setting: str, device: torch.device, con
     model = get_family(family)(recipe, {"n_layer": size.n_layer, "n_embd": size.n_embd}, VOCAB, 0, device)
     if s["compile"] and device.type == "cuda":
         torch._dynamo.reset()  # as the trainer does: each size compiles its own static graph
-        model.compile()
+        model.compile(s.get("mode"))
     inductor = s.get("chunk") == "inductor"
     chunk_fn = torch.compile(_chunk, dynamic=True) if inductor else chunk_fn_for(device, s["compile"])
     optimizer = make_optimizer(model, recipe, 1e-4, device)

@@ -72,8 +72,9 @@ class Trainable:
     def head_weight(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def compile(self) -> None:
-        """Compile the repeated part (one block or layer, shared by every layer)."""
+    def compile(self, mode: str | None = None) -> None:
+        """Compile the repeated part (one block or layer, shared by every layer); `mode` is
+        torch.compile's ("reduce-overhead": CUDA graphs)."""
         raise NotImplementedError
 
     def embedding_weights(self) -> list[torch.Tensor]:

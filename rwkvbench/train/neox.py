@@ -56,10 +56,10 @@ class TrainableNeoX(Trainable):
     def head_weight(self):
         return self.model.get_output_embeddings().weight
 
-    def compile(self) -> None:
+    def compile(self, mode: str | None = None) -> None:
         for layer in self.model.gpt_neox.layers:  # one layer's code, compiled once for all of them
-            layer.compile()
-        self.model.gpt_neox.final_layer_norm.compile()  # eager, its weight gradient was a slow reduction
+            layer.compile(mode=mode)
+        self.model.gpt_neox.final_layer_norm.compile(mode=mode)  # eager, its weight gradient was a slow reduction
 
     def embedding_weights(self):
         return [self.model.get_input_embeddings().weight, self.model.get_output_embeddings().weight]

@@ -77,16 +77,16 @@ class TrainableRWKV4(Trainable):
     def head_weight(self):
         return self.net.head.weight
 
-    def compile(self) -> None:
+    def compile(self, mode: str | None = None) -> None:
         from rwkvbench.kernels.dispatch import use_cuda_kernel
 
         if not use_cuda_kernel(self.net.head.weight):  # compiling the reference would unroll its loop over time
             warnings.warn("rwkvbench.train: RWKV-4 runs the PyTorch WKV reference here (no CUDA kernel): not compiled, "
                           "and slow", stacklevel=2)
             return
-        self.step = torch.compile(block_step, dynamic=False)
+        self.step = torch.compile(block_step, dynamic=False, mode=mode)
         for norm in (self.net.blocks[0].ln0, self.net.ln_out):  # eager, their weight gradients were slow reductions
-            norm.compile()
+            norm.compile(mode=mode)
 
     def embedding_weights(self):
         return [self.net.emb.weight, self.net.head.weight]
