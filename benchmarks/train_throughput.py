@@ -122,8 +122,7 @@ def make_tokens(out: str, text: str, limit: int = 4_000_000) -> None:
 def plan(args) -> list[tuple[str, str, str]]:
     """(family, size, setting), most important first: the ladder's setting at every size, then the
     alternatives at the ends of the ladder."""
-    jobs = [(f, s, "compiled") for s in args.sizes for f in args.families]
-    jobs += [(f, s, "eager") for s in args.sizes for f in args.families]
+    jobs = [(f, s, name) for name in ("compiled", "graphs", "eager") for s in args.sizes for f in args.families]
     ends = list(dict.fromkeys([args.sizes[0], args.sizes[-1]]))
     others = ("plain_ce", "inductor_ce", "micro_half", "batch_x2")
     jobs += [(f, s, name) for name in others for s in ends for f in args.families]
