@@ -262,6 +262,23 @@ def check_parts(task: DictConfig) -> None:
         check = PART_CHECKS.get(part.evaluator)
         if check:
             check(part, where)
+        check_part_keys(part, where)
+
+
+def check_part_keys(part: DictConfig, where: str) -> None:
+    """A key the part's evaluator never reads is a typo or a misplaced setting: one line, a guess."""
+    import difflib
+
+    from rwkvbench.evals import part_keys
+
+    known = part_keys(part)
+    for key in part:
+        if key not in known:
+            guess = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"did you mean {where}.{guess[0]}? " if guess else ""
+            raise ConfigError(f"{where}.{key}: not a setting of the {part.evaluator} evaluator"
+                              f"{' (probe ' + str(part.probe) + ')' if part.get('probe') else ''}; {hint}"
+                              f"valid: {', '.join(sorted(known))}")
 
 
 # ---- the run --------------------------------------------------------------------------------------------

@@ -11,14 +11,26 @@ from typing import Callable
 
 EVALUATORS: dict[str, Callable] = {}
 SUMMARIZERS: dict[str, Callable] = {}
+# The keys a task part may set: these, its evaluator's, and for recall its probe's. Others are refused
+# before anything loads (Hydra's `+task.parts.0.<typo>=` would otherwise be ignored in silence).
+COMMON_PART_KEYS = ("evaluator", "name", "max_minutes")
+PART_KEYS: dict[str, Callable] = {}
 
 
-def register(name: str):
+def register(name: str, keys: tuple[str, ...] | Callable = ()):
+    """An evaluator, with the part keys it reads: a tuple, or part -> keys where they depend on the part."""
     def deco(fn):
         EVALUATORS[name] = fn
+        PART_KEYS[name] = keys if callable(keys) else (lambda part, keys=tuple(keys): keys)
         return fn
 
     return deco
+
+
+def part_keys(part) -> set[str]:
+    """Every key a task part of this evaluator may set."""
+    _import_all()
+    return set(COMMON_PART_KEYS) | set(PART_KEYS[part.evaluator](part))
 
 
 def register_summary(name: str):

@@ -191,7 +191,8 @@ def measure_point(model, L: int, B: int, task, trend: Trend, budget: Budget) -> 
     return [{**r, "variant": variant} for r in rows]
 
 
-@register("efficiency")
+@register("efficiency", keys=("context_lens", "batch_sizes", "decode_steps", "repeats", "warmup", "seed",
+                              "max_context_len", "max_seconds_per_point"))
 def units(model, task) -> list[Unit]:
     device = model.device
     seconds = for_device(task.get("max_seconds_per_point"), device)

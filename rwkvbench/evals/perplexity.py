@@ -104,7 +104,7 @@ def measure(model, task, text: str) -> list[dict]:
     ]
 
 
-@register("perplexity")
+@register("perplexity", keys=("text", "context_len", "max_tokens", "batch_size"))
 def units(model, task) -> list[Unit]:
     text = load_text(task.text)
     params = {"text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "max_tokens": task.max_tokens}

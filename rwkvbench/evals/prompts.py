@@ -142,7 +142,9 @@ def _data_identity(base: dict) -> dict:
     return {split: file_sha256(path) for split, path in base["dataset_kwargs"]["data_files"].items()}
 
 
-@register("prompt_sensitivity")
+@register("prompt_sensitivity", keys=("sets", "templates", "extra_templates", "prompt_dir", "data_dir", "data_files",
+                                      "limit", "default_limit", "num_fewshot", "seed", "ci", "ci_resamples",
+                                      "bootstrap_iters", "dump_prompts", "batch_size"))
 def units(model, task) -> list[Unit]:
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     sets = prompt_sets(task)

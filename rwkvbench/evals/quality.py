@@ -124,7 +124,11 @@ def skip(reason: str):
     return measure
 
 
-@register("lm_eval")
+KEYS = ("tasks", "layouts", "data_dir", "data_files", "dataset_kwargs", "limit", "num_fewshot", "batch_size",
+        "bootstrap_iters", "log_samples")
+
+
+@register("lm_eval", keys=KEYS)
 def units(model, task) -> list[Unit]:
     from rwkvbench.evals.lm_eval_adapter import quiet_lm_eval
 

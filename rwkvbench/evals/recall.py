@@ -147,7 +147,13 @@ def certain_oom(model, context_lens: list[int]) -> dict[int, str]:
             for L in context_lens if base + per_token * L > room}
 
 
-@register("recall")
+def recall_keys(part) -> tuple[str, ...]:
+    probe = get_probe(part.probe).keys if part.get("probe") else ()
+    return ("probe", "context_lens", "batch_size", "seed", "format", "max_context_len", "max_seconds_per_unit",
+            *probe)
+
+
+@register("recall", keys=recall_keys)
 def units(model, task) -> list[Unit]:
     probe_class = get_probe(task.probe)  # an unknown name fails here, in one line
     fmt = probe_format(task)

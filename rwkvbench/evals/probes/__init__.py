@@ -29,6 +29,7 @@ class Probe:
 
     name = ""
     reported: tuple[str, ...] = ()  # item.meta keys reported as rows (mean over the items scored)
+    keys: tuple[str, ...] = ()  # the task part keys this probe reads (besides the recall evaluator's)
 
     def __init__(self, tokenizer, fmt: dict, task):
         self.tokenizer, self.fmt, self.task = tokenizer, fmt, task

@@ -16,6 +16,8 @@ KINDS = ("natural", "shuffled", "random")
 
 @probe("copy")
 class Copy(Probe):
+    keys = ("kinds", "n_items", "corpus_path")
+
     def __init__(self, tokenizer, fmt, task):
         super().__init__(tokenizer, fmt, task)
         self.kinds = choose(task.kinds, KINDS, "copy.kinds")

@@ -20,6 +20,8 @@ from rwkvbench.evals.probes.items import Answer, Item, rng_for, token_range
 
 @probe("mqar")
 class MQAR(Probe):
+    keys = ("kv_pairs", "n_items")
+
     def __init__(self, tokenizer, fmt, task):
         super().__init__(tokenizer, fmt, task)
         self.ks = [int(k) for k in task.kv_pairs]

@@ -22,6 +22,8 @@ from rwkvbench.units import SkipUnit
 
 @probe("passkey")
 class Passkey(Probe):
+    keys = ("depths", "orders", "n_items")
+
     def __init__(self, tokenizer, fmt, task):
         super().__init__(tokenizer, fmt, task)
         self.depths = [float(d) for d in task.depths]

@@ -13,6 +13,8 @@ from rwkvbench.units import SkipUnit
 
 @probe("phonebook")
 class PhoneBook(Probe):
+    keys = ("books", "queries_per_book")
+
     reported = ("entries",)
 
     def __init__(self, tokenizer, fmt, task):
