@@ -216,6 +216,31 @@ def test_cli_bad_input_is_one_line(tmp_path):
                                   "data.train= files or globs)")
 
 
+@pytest.mark.slow
+def test_a_finished_run_is_kept_not_trained_again(tmp_path, corpus_dir, monkeypatch, capsys):
+    from rwkvbench.train import __main__ as cli
+
+    cfg = ladder_config(tmp_path, corpus_dir, "mode=run", "family=neox")
+    cfg.size = OmegaConf.load(cfg.ladder.sizes[0])
+    out = tmp_path / "out"
+    cli.run_one(cfg, out, ResultsWriter(out))
+    assert len(finished_runs_of(out)) == 1
+    monkeypatch.setattr("rwkvbench.train.trainer.train_run", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr("rwkvbench.train.data.load_corpus", lambda *a, **k: pytest.fail("tokenized again"))
+    cli.run_one(cfg, out, ResultsWriter(out))
+    assert "finished before" in capsys.readouterr().out
+    cfg.lr = 0.001  # another setting: another run
+    monkeypatch.undo()
+    cli.run_one(cfg, out, ResultsWriter(out))
+    assert len(finished_runs_of(out)) == 2
+
+
+def finished_runs_of(out):
+    from rwkvbench.train.rows import finished_runs
+
+    return finished_runs(read_results(out))
+
+
 def test_the_sweep_takes_the_smallest_rate_near_the_lowest_loss():
     from rwkvbench.train.ladder import choose_lr
 

@@ -22,8 +22,14 @@ def run_one(cfg: DictConfig, out_dir: Path, writer) -> None:
     from rwkvbench.train.ladder import single_spec
     from rwkvbench.train.trainer import train_run
 
+    from rwkvbench.train.rows import finished_runs
+
     place = distributed.init()  # torchrun: data parallel, one GPU per rank (the trainer's docstring)
     spec = single_spec(cfg)
+    if (spec.name, spec.tag) in finished_runs(writer.read()):  # before the corpus: tokenizing takes minutes
+        print(f"[rwkvbench.train] {spec.name} {spec.tag}: finished before in {out_dir}, kept (another out_dir= or "
+              f"changed settings train it again)")
+        return
     if not place.is_main:
         distributed.barrier()  # rank 0 tokenizes into the cache first; the others then read it
     corpus = load_corpus(cfg.data, spec.context_len, spec.seed)
