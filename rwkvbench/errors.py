@@ -23,6 +23,14 @@ class DataError(UserError, ValueError):
     """A data file that is missing or malformed (which file, which line or field)."""
 
 
+def closest(key, valid) -> str | None:
+    """The valid name nearest a misspelled one (difflib), for a "did you mean" in an error; None if none is near."""
+    import difflib
+
+    found = difflib.get_close_matches(str(key), sorted(map(str, valid)), n=1)
+    return found[0] if found else None
+
+
 def full_error_requested() -> bool:
     return os.environ.get(FULL_ERROR_ENV) == "1"
 

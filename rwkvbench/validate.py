@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
-from rwkvbench.errors import ConfigError
+from rwkvbench.errors import ConfigError, closest
 
 
 def say(note: str) -> None:
@@ -267,15 +267,13 @@ def check_parts(task: DictConfig) -> None:
 
 def check_part_keys(part: DictConfig, where: str) -> None:
     """A key the part's evaluator never reads is a typo or a misplaced setting: one line, a guess."""
-    import difflib
-
     from rwkvbench.evals import part_keys
 
     known = part_keys(part)
     for key in part:
         if key not in known:
-            guess = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"did you mean {where}.{guess[0]}? " if guess else ""
+            guess = closest(key, known)
+            hint = f"did you mean {where}.{guess}? " if guess else ""
             raise ConfigError(f"{where}.{key}: not a setting of the {part.evaluator} evaluator"
                               f"{' (probe ' + str(part.probe) + ')' if part.get('probe') else ''}; {hint}"
                               f"valid: {', '.join(sorted(known))}")

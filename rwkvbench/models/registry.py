@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rwkvbench.config import load_option
-from rwkvbench.errors import ConfigError
+from rwkvbench.errors import ConfigError, closest
 from rwkvbench.models.base import SequenceModel
 from rwkvbench.models.tokenizer import load_tokenizer
 
@@ -34,8 +33,8 @@ def check_model_keys(keys, family: str, where: str, also_valid=(), noun: str = "
     valid = model_keys(family) + tuple(also_valid)
     for key in keys:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = closest(key, valid)
+            hint = f" (did you mean {close!r}?)" if close else ""
             raise ConfigError(f"{where}: unknown {noun} {key!r}{hint}; valid for family {family!r}: "
                               f"{', '.join(sorted(valid))}")
 
