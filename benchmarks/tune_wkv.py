@@ -17,18 +17,20 @@ import torch
 from rwkvbench.timing import median_ms
 from wkv_inputs import random_wkv_inputs
 
+BEFORE = ("WKV4_TILE=64", "WKV4_FWD_MIN_BLOCKS=1", "WKV4_BWD_MIN_BLOCKS=1")  # the default until 2026-11-24
+TILE_64 = ("WKV4_TILE=64", "WKV4_FWD_MIN_BLOCKS=8", "WKV4_BWD_MIN_BLOCKS=4")
 VARIANTS = [
     (),
-    ("WKV4_TILE=64", "WKV4_FWD_MIN_BLOCKS=1", "WKV4_BWD_MIN_BLOCKS=1"),  # the default until 2026-11-24
-    ("WKV4_TILE=64", "WKV4_FWD_MIN_BLOCKS=8", "WKV4_BWD_MIN_BLOCKS=4"),
+    BEFORE,
+    TILE_64,
     ("WKV4_TILE=256", "WKV4_FWD_L=16", "WKV4_BWD_L=16", "WKV4_FWD_MIN_BLOCKS=1", "WKV4_BWD_MIN_BLOCKS=1"),
 ]
 # Training shapes have thousands of (batch, channel) chains: occupancy, not parallelism over time, is the
 # question there, so these vary the tile and the registers each backward block may hold.
 TRAINING_VARIANTS = [
     (),
-    ("WKV4_TILE=64", "WKV4_FWD_MIN_BLOCKS=1", "WKV4_BWD_MIN_BLOCKS=1"),  # the default until 2026-11-24
-    ("WKV4_TILE=64", "WKV4_FWD_MIN_BLOCKS=8", "WKV4_BWD_MIN_BLOCKS=4"),
+    BEFORE,
+    TILE_64,
     ("WKV4_TILE=64", "WKV4_FWD_MIN_BLOCKS=6", "WKV4_BWD_MIN_BLOCKS=4"),
     ("WKV4_BWD_MIN_BLOCKS=10",),
     ("WKV4_FWD_MIN_BLOCKS=12",),

@@ -151,8 +151,9 @@ __device__ TileSlot claim_tile(int B, int T, int C, int G, int J, bool reverse, 
 }
 
 // Blocks per SM each kernel's registers must allow (__launch_bounds__'s second argument): 64 registers a
-// thread, a few spilled. Occupancy, not registers, limited both kernels. benchmarks/tune_wkv.py on an
-// H200 (bf16, fwd/bwd ms), against tile 64 with the compiler's choice (136 and 109 registers):
+// thread, a few spilled: with all the registers they asked for, too few warps ran at once.
+// benchmarks/tune_wkv.py on an H200 (bf16, fwd/bwd ms), against tile 64 with the compiler's choice (136
+// and 109 registers):
 //   64 x 1024 x 640 (s7 training)  0.228/0.514 against 0.342/0.864
 //   32 x 1024 x 128 (s1 training)  0.039/0.080 against 0.056/0.125
 //   1 x 65536 x 2048 (fp32 prefill) 0.655/1.555 against 0.964/1.699
