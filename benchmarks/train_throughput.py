@@ -181,12 +181,11 @@ def main():
                         "tokens_per_s", "mfu", "step_ms", "first_steps_s", "peak_mem_gib", "note"] if c in df]
     with pd.option_context("display.width", 200, "display.max_rows", 200, "display.float_format", "{:.4g}".format):
         print(df[cols].to_string(index=False))
-    if "tokens_per_s" in df:
-        ladder = df[df.setting == "compiled"].pivot_table(index="size", columns="family", values="tokens_per_s")
-        print("\ncompiled tokens/s by size (RWKV-4 / GPT-NeoX):")
-        if {"rwkv4", "neox"} <= set(ladder.columns):
-            ladder = ladder.assign(ratio=ladder.rwkv4 / ladder.neox)
-        print(ladder.to_string(float_format="{:.4g}".format))
+    for setting, part in df.groupby("setting", sort=False) if "tokens_per_s" in df else []:
+        by_size = part.pivot_table(index="size", columns="family", values="tokens_per_s")
+        if {"rwkv4", "neox"} <= set(by_size.columns):
+            print(f"\n{setting}: tokens/s by size (RWKV-4 / GPT-NeoX):")
+            print(by_size.assign(ratio=by_size.rwkv4 / by_size.neox).to_string(float_format="{:.4g}".format))
     print(f"wrote {args.out}")
 
 

@@ -18,12 +18,12 @@ pytestmark = pytest.mark.gpu
 FAMILIES = ["rwkv4", "neox"]
 
 
-def steps(family, compiled, amp_dtype, n=4, seed=0):
+def steps(family, compiled, amp_dtype, n=4, seed=0, mode=None):
     recipe = load_option("train/family", family)
     model = get_family(family)(recipe, {"n_layer": 2, "n_embd": 128}, 512, seed, torch.device("cuda"))
     chunk_fn = chunk_fn_for(torch.device("cuda"), compiled)
     if compiled:
-        model.compile()
+        model.compile(mode)
     opt = make_optimizer(model, recipe, 2e-3, torch.device("cuda"))
     g = torch.Generator().manual_seed(seed)
     losses = []
@@ -41,10 +41,11 @@ def test_bf16_steps_follow_fp32_steps(family):
     assert all(abs(a - b) <= 2e-2 * b for a, b in zip(bf16, fp32)), (bf16, fp32)
 
 
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"], ids=["default", "cuda_graphs"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_compiled_steps_equal_eager_steps(family):
+def test_compiled_steps_equal_eager_steps(family, mode):
     torch._dynamo.reset()
-    compiled, w_compiled = steps(family, True, torch.float32)
+    compiled, w_compiled = steps(family, True, torch.float32, mode=mode)
     eager, w_eager = steps(family, False, torch.float32)
     assert all(abs(a - b) <= 1e-4 * b for a, b in zip(compiled, eager)), (compiled, eager)
     lr, n = 2e-3, len(eager)
@@ -77,7 +78,7 @@ def test_trainer_end_to_end_compiled_bf16(tmp_path, family):
                          256, 0)
     recipe = OmegaConf.to_container(load_option("train/family", family), resolve=True)
     spec = RunSpec(family=family, size="gpu", n_layer=2, n_embd=128, tokens=40 * 8 * 256, batch_size=8, lr=2e-3,
-                   recipe=recipe, context_len=256, eval_points=3, eval_tokens=4096,
+                   recipe=recipe, context_len=256, eval_points=3, eval_tokens=4096, compile_mode="reduce-overhead",
                    max_epochs=3.0)  # 40 steps are 2.5 passes over this slice: the test is about the trainer
     writer = ResultsWriter(tmp_path / "out")
     assert train_run(spec, corpus, tmp_path / "out", writer, torch.device("cuda"))

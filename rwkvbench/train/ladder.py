@@ -45,7 +45,8 @@ def make_spec(cfg: DictConfig, recipe, size, lr: float, token_scale: float = 1.0
         tokens=int(size.tokens * token_scale), batch_size=int(size.batch_size), lr=float(lr),
         recipe=OmegaConf.to_container(recipe, resolve=True), context_len=int(cfg.context_len), seed=int(cfg.seed),
         micro_batch_size=cfg.micro_batch_size, precision=cfg.precision, compile=bool(cfg.compile),
-        loss_chunk=int(cfg.loss_chunk), eval_points=int(cfg.eval.points), eval_first=float(cfg.eval.first),
+        compile_mode=cfg.compile_mode, loss_chunk=int(cfg.loss_chunk), eval_points=int(cfg.eval.points),
+        eval_first=float(cfg.eval.first),
         eval_tokens=cfg.eval.tokens, eval_batch_size=int(cfg.eval.batch_size),
         checkpoint_every_s=float(cfg.checkpoint.every_s), checkpoint_every_steps=int(cfg.checkpoint.every_steps),
         keep_checkpoint=bool(cfg.checkpoint.keep), export_weights=bool(cfg.export.weights),
@@ -91,7 +92,8 @@ class Estimator:
         if speed is not None:
             return speed
         if self.csv is not None:
-            setting = "compiled" if spec.compile else "eager"  # benchmarks/train_throughput.py's names
+            # benchmarks/train_throughput.py's names
+            setting = ("graphs" if spec.compile_mode == "reduce-overhead" else "compiled") if spec.compile else "eager"
             rows = self.csv[(self.csv.family == spec.family) & (self.csv["size"] == spec.size)
                             & (self.csv.setting == setting)].dropna(subset=["tokens_per_s"])
             if len(rows):

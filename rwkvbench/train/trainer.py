@@ -52,6 +52,7 @@ class RunSpec:
     micro_batch_size: int | None = None
     precision: str = "bf16"
     compile: bool = True
+    compile_mode: str | None = None  # torch.compile's mode: "reduce-overhead" replays each compiled part as a CUDA graph
     loss_chunk: int = 8192
     # measurement and output
     eval_points: int = 10
@@ -155,6 +156,8 @@ def train_step(model: Trainable, optimizer, batch: torch.Tensor, device, *, micr
     device, not synchronised). Data parallel (world_size > 1): each rank runs its B / W windows, weighted
     by their share of the global batch, and the gradients are summed over the ranks before clipping, so
     every rank takes the step one process takes with the whole batch."""
+    if device.type == "cuda":  # a new step for CUDA graph trees: last step's graph outputs may be overwritten
+        torch.compiler.cudagraph_mark_step_begin()
     total = torch.zeros((), device=device)
     mine = batch if world_size == 1 else rank_share(batch, rank, world_size)
     for part in _micro_batches(mine, micro_batch_size):
@@ -223,7 +226,7 @@ def train_run(spec: RunSpec, corpus: Corpus, out_dir, writer: ResultsWriter, dev
         # otherwise recompile block_step with symbolic sizes, whose backward returned a (C,) gradient
         # for a (1, 1, C) mix on torch 2.11 (seen on an H200).
         torch._dynamo.reset()
-        model.compile()
+        model.compile(spec.compile_mode)
     chunk_fn = chunk_fn_for(device, spec.compile)
     optimizer = make_optimizer(model, OmegaConf.create(spec.recipe), spec.lr, device)
     recipe = spec.recipe
