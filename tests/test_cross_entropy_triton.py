@@ -50,3 +50,25 @@ def test_fused_loss_through_triton_matches_float64():
     rx, rw = torch.autograd.grad(ref, [x64, w64])
     assert abs(loss.item() - ref.item()) <= 1e-5 * ref.item()
     assert rel_err(gx, rx) <= 1e-4 and rel_err(gw, rw) <= 1e-4, (rel_err(gx, rx), rel_err(gw, rw))
+
+
+@pytest.mark.parametrize("block", [2048, 8192])
+def test_l2wrap_term_goes_to_the_first_of_equal_maxima(block):
+    """RWKV-LM's L2Wrap adds its term at one column, the row's argmax; where the largest logit repeats
+    (common in bf16) the first column takes it, within a block and across blocks."""
+    ce = pytest.importorskip("rwkvbench.kernels.cross_entropy_triton")
+    g = torch.Generator().manual_seed(2)
+    rows, V, l2wrap = 64, 20000, 0.5
+    logits = torch.randn(rows, V, generator=g)
+    for r in range(rows):  # the max repeated at 2-4 random columns
+        logits[r, torch.randperm(V, generator=g)[: 2 + r % 3]] = 6.0 + r % 5
+    t = torch.randint(0, V, (rows,), generator=g)
+    top, first = logits.max(-1).values, logits.argmax(-1)  # argmax: the first of equal maxima
+    expected = torch.softmax(logits.double(), -1)
+    expected[torch.arange(rows), t] -= 1
+    expected[torch.arange(rows), first] += l2wrap * top.double()
+    work = logits.cuda()
+    loss = ce.cross_entropy_rows_(work, t.cuda(), rows, l2wrap, block=block)
+    assert torch.allclose(loss.cpu().double(), torch.logsumexp(logits.double(), -1) - logits.double()[torch.arange(rows), t],
+                          rtol=1e-5)
+    assert rel_err(work.cpu().double(), expected / rows) <= 1e-5, rel_err(work.cpu().double(), expected / rows)

@@ -2,7 +2,7 @@
 
 The plain reference is `rwkvbench.train.loss._chunk` (same contract, tested against it on CUDA). The
 target's logit is read first; then two passes over each row: a running max and sum of exponentials (and,
-for RWKV-LM's L2Wrap, the argmax), then the gradient (softmax - one-hot [+ L2Wrap's term]) / n written
+for RWKV-LM's L2Wrap, the block where the max last rose, searched once for its first column), then the gradient (softmax - one-hot [+ L2Wrap's term]) / n written
 over the logits in their dtype. A few programs per SM each walk rows (PROGRAMS_PER_SM, chosen by measurement below).
 Compiled by inductor, the same expression re-read each row from memory once per pass (13 of 78 ms of a
 34M-parameter training step on an H200, against about 3.5 ms for these bytes).
@@ -24,18 +24,21 @@ def _cross_entropy_rows(logits_ptr, targets_ptr, loss_ptr, n_rows, V, stride, in
         x_target = tl.load(base + target).to(tl.float32)  # before the second pass overwrites the row
         m = tl.full((), float("-inf"), tl.float32)
         s = tl.zeros((), tl.float32)
-        top_at = tl.zeros((), tl.int32)
+        top_block = tl.zeros((), tl.int32)  # L2Wrap: the first block holding the row's max (it last rose there)
         for lo in range(0, V, BLOCK):
             cols = lo + tl.arange(0, BLOCK)
             x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
             block_max = tl.max(x, 0)
             if L2WRAP:
-                # the index only where the running max rises (a few blocks of a row), first of equal maxima
-                if block_max > m:
-                    top_at = tl.min(tl.where(x == block_max, cols, V), 0)
+                top_block = tl.where(block_max > m, lo, top_block)
             new_m = tl.maximum(m, block_max)
             s = s * tl.exp(m - new_m) + tl.sum(tl.exp(x - new_m), 0)
             m = new_m
+        top_at = tl.zeros((), tl.int32)
+        if L2WRAP:  # one search per row, in that block: the first column of equal maxima
+            cols = top_block + tl.arange(0, BLOCK)
+            x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+            top_at = tl.min(tl.where(x == m, cols, V), 0)
         lse = m + tl.log(s)
         tl.store(loss_ptr + row, lse - x_target)
         for lo in range(0, V, BLOCK):
@@ -49,10 +52,12 @@ def _cross_entropy_rows(logits_ptr, targets_ptr, loss_ptr, n_rows, V, stride, in
 
 
 # Measured on an H200 (benchmarks/cross_entropy_kernel.py, 8192 x 50304 bf16 logits, real-text targets,
-# 72 launches): 0.76 ms with L2Wrap, 0.64 ms without (2.2x and 1.9x the read + write floor); blocks of
-# 4096 took 0.92 / 0.76 ms. A row held in one program's registers (64K floats: an SM's whole register
-# file) spilled: at s7 its step spent 42.8 ms (RWKV-4) / 20.0 ms (GPT-NeoX) in it.
-BLOCK, WARPS, PROGRAMS_PER_SM = 8192, 8, 8
+# 72 launches): 0.705 ms with L2Wrap, 0.653 ms without (2.1x and 1.9x the read + write floor). Blocks of
+# 8192 and 8 warps: 0.775 / 0.648 ms; the argmax searched in every block where the max rose: 0.780 ms; kept
+# per lane (no search until the row's end): 0.899 ms; searched in the second pass: 1.31 ms. A row held
+# in one program's registers (64K floats: an SM's whole register file) spilled: at s7 its step spent
+# 42.8 ms (RWKV-4) / 20.0 ms (GPT-NeoX) in it.
+BLOCK, WARPS, PROGRAMS_PER_SM = 4096, 4, 8
 
 
 def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, n_total: int, l2wrap: float,
