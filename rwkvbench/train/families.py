@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rwkvbench.errors import ConfigError
@@ -51,6 +52,18 @@ def padded_vocab(vocab_size: int, multiple: int = 64) -> int:
     """Rows of embedding and head: the tokenizer's vocabulary rounded up (Pythia's 50304 for 50277), so the
     head's GEMMs take cuBLAS's fast paths. The padding rows are never inputs and never targets."""
     return -(-vocab_size // multiple) * multiple
+
+
+def _layer_norm(x, weight, bias, eps: float):
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def compile_norm(norm: nn.LayerNorm, mode: str | None = None) -> None:
+    """Run a LayerNorm through a compiled function of ours. (`nn.LayerNorm.compile()` ran the same eager
+    kernels on an H200, dynamo does not trace torch.nn's own frames, and their weight-gradient
+    reduction took 0.14 ms a norm at 32 x 1024 x 256.)"""
+    fn = torch.compile(_layer_norm, dynamic=False, mode=mode)
+    norm.forward = lambda x: fn(x, norm.weight, norm.bias, norm.eps)
 
 
 class Trainable:

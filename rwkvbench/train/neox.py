@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from rwkvbench.errors import ConfigError
-from rwkvbench.train.families import Trainable, register_family
+from rwkvbench.train.families import Trainable, compile_norm, register_family
 
 RESIDUAL_OUTPUTS = ("attention.dense.weight", "mlp.dense_4h_to_h.weight")
 
@@ -59,7 +59,7 @@ class TrainableNeoX(Trainable):
     def compile(self, mode: str | None = None) -> None:
         for layer in self.model.gpt_neox.layers:  # one layer's code, compiled once for all of them
             layer.compile(mode=mode)
-        self.model.gpt_neox.final_layer_norm.compile(mode=mode)  # eager, its weight gradient was a slow reduction
+        compile_norm(self.model.gpt_neox.final_layer_norm, mode)
 
     def embedding_weights(self):
         return [self.model.get_input_embeddings().weight, self.model.get_output_embeddings().weight]

@@ -23,7 +23,7 @@ from rwkvbench.models import checkpoints as ckpt
 from rwkvbench.models.checkpoints import RWKV4Shape
 from rwkvbench.models.rwkv4_block import block_step
 from rwkvbench.models.rwkv4_net import RWKV4
-from rwkvbench.train.families import Trainable, register_family
+from rwkvbench.train.families import Trainable, compile_norm, register_family
 
 ZERO_INIT = (".att.key.", ".att.receptance.", ".att.output.", ".ffn.value.", ".ffn.receptance.")
 
@@ -85,8 +85,8 @@ class TrainableRWKV4(Trainable):
                           "and slow", stacklevel=2)
             return
         self.step = torch.compile(block_step, dynamic=False, mode=mode)
-        for norm in (self.net.blocks[0].ln0, self.net.ln_out):  # eager, their weight gradients were slow reductions
-            norm.compile(mode=mode)
+        for norm in (self.net.blocks[0].ln0, self.net.ln_out):
+            compile_norm(norm, mode)
 
     def embedding_weights(self):
         return [self.net.emb.weight, self.net.head.weight]
