@@ -16,6 +16,7 @@ FIT_REQUIRED = ["model", "task", "variant", "metric", "value"]
 # compute=nonembedding (pure power laws), with ",irreducible" for L = E + a·C^-b (not drawn here).
 # The fit drawn over the runs: compute from total parameters, as the runs' own `flops` rows count it.
 DRAWN_FIT = "compute=total"
+EXTRAPOLATE = 3.0  # a fit is drawn over the compute it was fitted on, then dotted this factor further
 
 
 def _run_names(rows: pd.DataFrame) -> pd.Series:
@@ -78,7 +79,7 @@ def _loss_panel(ax, curves, x, colours, runs, fits) -> None:
             c = np.geomspace(lo, hi, 50)
             ax.plot(c, f["a"] * c ** (-f["b"]), color=fam.colour, lw=2.6, ls="--", alpha=0.9,
                     label=f"{fam.label} fit: L = {f['a']:.3g}·C^-{f['b']:.3f}" + _r2(f))
-            c = np.geomspace(hi, hi * 3, 10)
+            c = np.geomspace(hi, hi * EXTRAPOLATE, 10)
             ax.plot(c, f["a"] * c ** (-f["b"]), color=fam.colour, lw=1.2, ls=":", alpha=0.9)
             xs.append(c[-1])
     style.log_axis(ax, "x", xs, "flops" if x == "flops" else "decimal")
@@ -146,7 +147,7 @@ def plot_train(df: pd.DataFrame) -> dict:
         subtitle, warning = style.setup_line(lr, n_text)
         if has_b and x == "flops":
             subtitle += (f"\ndashed: the fitted power law of each family ({DRAWN_FIT}) over the frontier it was "
-                         "fitted on; dotted: extrapolated 3x further")
+                         f"fitted on; dotted: extrapolated {EXTRAPOLATE:g}x further")
         name = "train" if len(ladders) == 1 else f"train_{ladder}"
         style.finish(fig, f"Trained from scratch ({ladder}): loss versus compute", subtitle, warning, handles, labels,
                      ncol=3)

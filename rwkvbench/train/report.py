@@ -52,6 +52,7 @@ def write_tables(table: pd.DataFrame, fits: dict, path: Path) -> Path:
 
 def plot_scaling(table: pd.DataFrame, fits: dict, path: Path, min_fraction: float, compute: str = "total") -> Path:
     from rwkvbench.plots import style
+    from rwkvbench.plots.train import EXTRAPOLATE
 
     plt = style.pyplot()
     column = COMPUTE[compute]
@@ -67,19 +68,20 @@ def plot_scaling(table: pd.DataFrame, fits: dict, path: Path, min_fraction: floa
         front, f = got["frontier"], got["fit"]
         ax.scatter(front[column], front.val_loss, s=30, color=look.colour, marker=look.marker, edgecolor="black",
                    linewidth=0.5)
-        c = np.geomspace(f["c_min"], f["c_max"] * 10, 50)
-        fitted = f["a"] * c ** -f["b"]
-        xs += [c[-1]]
-        ys += [fitted[-1]]
-        ax.plot(c, fitted, color=look.colour,
+        c = np.geomspace(f["c_min"], f["c_max"], 50)
+        ax.plot(c, f["a"] * c ** -f["b"], color=look.colour,
                 label=f"{look.label}: b = {f['b']:.4f} [{f['b_ci_low']:.4f}, {f['b_ci_high']:.4f}], r² = {f['r2']:.3f}")
+        c = np.geomspace(f["c_max"], f["c_max"] * EXTRAPOLATE, 10)
+        ax.plot(c, f["a"] * c ** -f["b"], color=look.colour, lw=1.0, ls=":")
+        xs += [c[-1]]
+        ys += [f["a"] * c[-1] ** -f["b"]]
     style.log_axis(ax, "x", xs, "flops")
     style.log_axis(ax, "y", ys, "decimal")
     ax.set_xlabel(f"training compute C (FLOPs, {compute} parameters)")
     ax.set_ylabel("validation loss (nats per token)")
     ax.set_title("Validation loss versus compute: L = a·C^-b on each family's Pareto frontier", fontsize=10)
     ax.text(0.01, 0.01, "large markers: the frontier (fitted); small: every other validation point; "
-            "lines run one decade past the data", transform=ax.transAxes, fontsize=7, color="#444444")
+            f"lines: the fit over its frontier, dotted {EXTRAPOLATE:g}x further", transform=ax.transAxes, fontsize=7, color="#444444")
     ax.legend(fontsize=8, title="exponent b [95% bootstrap CI], r²", title_fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
