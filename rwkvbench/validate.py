@@ -225,8 +225,9 @@ def check_recall_part(part: DictConfig, where: str) -> None:
     from rwkvbench.evals.probes import get_probe
     from rwkvbench.evals.recall import probe_format
 
-    get_probe(part.get("probe"))  # an unknown probe: one line naming the valid ones
+    probe = get_probe(part.get("probe"))  # an unknown probe: one line naming the valid ones
     probe_format(part)
+    probe.check(part)
     check_ints(f"{where}.context_lens", part.get("context_lens"))
     for key in ("n_items", "books", "queries_per_book", "batch_size"):
         if key in part:
@@ -234,12 +235,12 @@ def check_recall_part(part: DictConfig, where: str) -> None:
 
 
 def check_prompt_part(part: DictConfig, where: str) -> None:
-    from rwkvbench.evals.prompts import prompt_sets, selected
+    from rwkvbench.evals.prompts import data_plan
 
     check_limit("limit", part.get("limit"))
     check_limit(f"{where}.default_limit", part.get("default_limit"))
     check_int("num_fewshot", part.get("num_fewshot") or 0, minimum=0)
-    selected(part, prompt_sets(part))  # unknown sets or templates, bad template files
+    data_plan(part)  # unknown sets or templates, bad template files, missing or unreadable data
 
 
 # evaluator name -> its part's checks (an evaluator without an entry is only checked to exist)

@@ -33,6 +33,7 @@ class Case:
     needles: list[str]  # each must appear in stderr (the culprit, what was expected)
     fast: bool = False
     needs: list[str] = field(default_factory=list)  # "no_cuda", "eval_data"
+    before_model: bool = False  # also checked: refused before any model loads (no model's line printed)
 
 
 def fixture_files(folder: Path) -> dict[str, str]:
@@ -52,7 +53,7 @@ def fixture_files(folder: Path) -> dict[str, str]:
     (folder / "latin1.txt").write_bytes("plain line\ncaf\u00e9\n".encode("latin-1"))
     return {"notes": str(folder / "notes.pth"), "unsafe": str(folder / "unsafe.pth"),
             "tok": str(folder / "tokenizer.json"), "bad_gold": str(folder / "bad_gold.jsonl"),
-            "ok": str(folder / "ok.jsonl"), "latin1": str(folder / "latin1.txt")}
+            "ok": str(folder / "ok.jsonl"), "latin1": str(folder / "latin1.txt"), "folder": str(folder)}
 
 
 def cases(f: dict[str, str]) -> list[Case]:
@@ -111,6 +112,10 @@ def cases(f: dict[str, str]) -> list[Case]:
         Case("perplexity_text_missing", ["task=perplexity", "task.parts.0.text=/nope.txt"], ["/nope.txt"]),
         Case("perplexity_text_not_utf8", ["task=perplexity", f"task.parts.0.text={f['latin1']}"],
              ["latin1.txt:2", "not UTF-8"]),
+        Case("recall_corpus_missing", ["task=copy", "task.parts.0.corpus_path=/nope/c.jsonl.xz"],
+             ["corpus_path=/nope/c.jsonl.xz", "no such file"], before_model=True),
+        Case("prompt_data_missing", ["task=prompt_sensitivity", "task.base=[piqa]", f"data_dir={f['folder']}"],
+             ["task piqa", "no local data", "+data_files.piqa"], before_model=True),
         Case("context_len_zero", ["task=latency", "task.parts.0.context_lens=[0]"], ["context_lens.0=0"]),
     ]
 
@@ -130,7 +135,7 @@ def files(tmp_path_factory):
     return fixture_files(tmp_path_factory.mktemp("bad_input"))
 
 
-TABLE = cases({k: f"<{k}>" for k in ("notes", "unsafe", "tok", "bad_gold", "ok", "latin1")})  # ids and flags only
+TABLE = cases({k: f"<{k}>" for k in ("notes", "unsafe", "tok", "bad_gold", "ok", "latin1", "folder")})  # ids and flags only
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +160,8 @@ def check(case: Case, out: subprocess.CompletedProcess, seconds: float) -> None:
     assert 1 <= len(lines) <= 3, out.stderr
     for needle in case.needles:
         assert needle in out.stderr, (needle, out.stderr)
+    if case.before_model:
+        assert " params, " not in out.stdout + out.stderr, out.stdout[-1000:]  # a model's load line
     assert seconds < 30, seconds
 
 

@@ -142,17 +142,14 @@ def _data_identity(base: dict) -> dict:
     return {split: file_sha256(path) for split, path in base["dataset_kwargs"]["data_files"].items()}
 
 
-@register("prompt_sensitivity", keys=("sets", "templates", "extra_templates", "prompt_dir", "data_dir", "data_files",
-                                      "limit", "default_limit", "num_fewshot", "seed", "ci", "ci_resamples",
-                                      "bootstrap_iters", "dump_prompts", "batch_size"))
-def units(model, task) -> list[Unit]:
+def data_plan(task) -> list[tuple[PromptSet, dict, dict[str, dict]]]:
+    """(set, base config, {template: config}) for every set of the part, its documents read and every
+    chosen template rendered on a few of them: run by validation before any model loads, and by units()."""
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     sets = prompt_sets(task)
     chosen = selected(task, sets)
     data_files = _plain(task.get("data_files")) or {}
-    limit, shots = doc_limit(task), int(task.get("num_fewshot") or 0)
-    seed, iters = int(task.get("seed", 1234)), int(task.get("bootstrap_iters", 1000))
-    plan = []  # (set, base, {template: config}) -- every template checked before any model runs
+    plan = []
     for pset in sets:
         base = base_config(pset, task.get("data_dir"), data_files)
         docs = documents(pset, base)
@@ -160,6 +157,16 @@ def units(model, task) -> list[Unit]:
         for t, config in configs.items():
             check_renders(pset, config, docs, f"{pset.origin}: template {t!r}")
         plan.append((pset, base, configs))
+    return plan
+
+
+@register("prompt_sensitivity", keys=("sets", "templates", "extra_templates", "prompt_dir", "data_dir", "data_files",
+                                      "limit", "default_limit", "num_fewshot", "seed", "ci", "ci_resamples",
+                                      "bootstrap_iters", "dump_prompts", "batch_size"))
+def units(model, task) -> list[Unit]:
+    limit, shots = doc_limit(task), int(task.get("num_fewshot") or 0)
+    seed, iters = int(task.get("seed", 1234)), int(task.get("bootstrap_iters", 1000))
+    plan = data_plan(task)
     identity = model_identity(model)
     session = _Session(model, task, {})
     batch = session.get_batch_size()

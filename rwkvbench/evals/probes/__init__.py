@@ -34,6 +34,10 @@ class Probe:
     def __init__(self, tokenizer, fmt: dict, task):
         self.tokenizer, self.fmt, self.task = tokenizer, fmt, task
 
+    @classmethod
+    def check(cls, task) -> None:
+        """The part's settings and data files, checked before any model loads (a bad one: one line)."""
+
     def variants(self) -> list[dict]:
         """The variant parameters swept besides context length, in order."""
         raise NotImplementedError

@@ -18,6 +18,11 @@ KINDS = ("natural", "shuffled", "random")
 class Copy(Probe):
     keys = ("kinds", "n_items", "corpus_path")
 
+    @classmethod
+    def check(cls, task) -> None:
+        if set(choose(task.kinds, KINDS, "copy.kinds")) - {"random"}:
+            load_corpus(str(task.corpus_path))  # read as the run reads it (cached for it)
+
     def __init__(self, tokenizer, fmt, task):
         super().__init__(tokenizer, fmt, task)
         self.kinds = choose(task.kinds, KINDS, "copy.kinds")
