@@ -260,10 +260,10 @@ def check_parts(task: DictConfig) -> None:
         if part.get("evaluator") not in EVALUATORS:
             raise ConfigError(f"{where}.evaluator={part.get('evaluator')!r}: unknown; valid: "
                               f"{', '.join(sorted(EVALUATORS))}")
+        check_part_keys(part, where)  # a misspelt key first: the checks below read the keys as given
         check = PART_CHECKS.get(part.evaluator)
         if check:
             check(part, where)
-        check_part_keys(part, where)
 
 
 def check_part_keys(part: DictConfig, where: str) -> None:
