@@ -17,6 +17,7 @@ Compute per token (the FLOP formulas, written once here):
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -63,7 +64,8 @@ def compile_norm(norm: nn.LayerNorm, mode: str | None = None) -> None:
     kernels on an H200, dynamo does not trace torch.nn's own frames, and their weight-gradient
     reduction took 0.14 ms a norm at 32 x 1024 x 256.)"""
     fn = torch.compile(_layer_norm, dynamic=False, mode=mode)
-    norm.forward = lambda x: fn(x, norm.weight, norm.bias, norm.eps)
+    # bound to the norm, so a deep copy of the model binds it to the copy's weights
+    norm.forward = types.MethodType(lambda self, x: fn(x, self.weight, self.bias, self.eps), norm)
 
 
 class Trainable:
