@@ -184,8 +184,9 @@ def main():
     for setting, part in df.groupby("setting", sort=False) if "tokens_per_s" in df else []:
         by_size = part.pivot_table(index="size", columns="family", values="tokens_per_s")
         if {"rwkv4", "neox"} <= set(by_size.columns):
-            print(f"\n{setting}: tokens/s by size (RWKV-4 / GPT-NeoX):")
-            print(by_size.assign(ratio=by_size.rwkv4 / by_size.neox).to_string(float_format="{:.4g}".format))
+            by_size = by_size.assign(ratio=by_size.rwkv4 / by_size.neox)  # RWKV-4 / GPT-NeoX
+        print(f"\n{setting}: tokens/s by size")
+        print(by_size.to_string(float_format="{:.4g}".format))
     print(f"wrote {args.out}")
 
 

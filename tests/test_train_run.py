@@ -211,6 +211,11 @@ def test_cli_bad_input_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rwkvbench.train", f"out_dir={tmp_path}", "size=tiny",
                           f"data.train={tmp_path}/nothing-*.jsonl.xz"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
+    for mode in ("run", "ladder"):  # before the corpus is read: data.train matches nothing here either
+        bad = subprocess.run([sys.executable, "-m", "rwkvbench.train", f"mode={mode}", "compile_mode=reduce_overhead",
+                              f"out_dir={tmp_path}", f"data.train={tmp_path}/nothing-*.jsonl.xz"],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and "compile_mode='reduce_overhead'" in bad.stderr and "reduce-overhead" in bad.stderr
     assert out.stderr.strip() == (f"rwkvbench.train: error: data.train: {tmp_path}/nothing-*.jsonl.xz matches no file "
                                   "(give data.root= the folder holding corpus/ and tokenizer/, or $RWKVBENCH_DATA, or "
                                   "data.train= files or globs)")

@@ -22,6 +22,8 @@ from rwkvbench.train.data import Corpus
 from rwkvbench.train.rows import finished_runs, training_table
 from rwkvbench.train.trainer import RunSpec, train_run
 
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 RUN_OVERHEAD_S = 20.0  # model build, first compile, validation, export: a rough allowance per run
 
 
@@ -39,7 +41,14 @@ def scaled_lr(recipe, lr_at_width: float, width_of_lr: int, width: int) -> float
     return float(lr_at_width) * (width_of_lr / width) ** float(recipe.lr_width_exponent)
 
 
+def check_compile_mode(cfg: DictConfig) -> None:
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"compile_mode={cfg.compile_mode!r}: expected one of torch.compile's modes, "
+                          f"{', '.join(str(m) for m in COMPILE_MODES)}")
+
+
 def make_spec(cfg: DictConfig, recipe, size, lr: float, token_scale: float = 1.0) -> RunSpec:
+    check_compile_mode(cfg)
     return RunSpec(
         family=recipe.name, size=size.name, n_layer=int(size.n_layer), n_embd=int(size.n_embd),
         tokens=int(size.tokens * token_scale), batch_size=int(size.batch_size), lr=float(lr),
@@ -93,7 +102,7 @@ class Estimator:
             return speed
         if self.csv is not None:
             # benchmarks/train_throughput.py's names
-            setting = ("graphs" if spec.compile_mode == "reduce-overhead" else "compiled") if spec.compile else "eager"
+            setting = ("graphs" if spec.compile_mode in GRAPH_MODES else "compiled") if spec.compile else "eager"
             rows = self.csv[(self.csv.family == spec.family) & (self.csv["size"] == spec.size)
                             & (self.csv.setting == setting)].dropna(subset=["tokens_per_s"])
             if len(rows):
@@ -211,6 +220,7 @@ def check_ladder(cfg: DictConfig) -> None:
     """Bad names fail here, before any tokenizing or training."""
     from rwkvbench.train.families import get_family
 
+    check_compile_mode(cfg)
     for name in cfg.ladder.families:
         get_family(name)
         recipe_for(cfg, name)
