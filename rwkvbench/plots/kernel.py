@@ -12,11 +12,11 @@ REQUIRED = ["model", "task", "context_len", "metric", "value"]
 OURS = "rwkvbench"
 # task -> (name, line style, marker, floor colour): a panel of one T shows no line, so the markers tell
 PASS = {"wkv4_forward": ("forward", "-", "o", "black"), "wkv4_backward": ("backward", ":", "s", "#888888")}
+OTHERS = ["#333333", "#888888", "#555555"]  # implementations other than ours, in grey
 
 
 def _pass(task: str) -> tuple[str, str, str, str]:
     return PASS.get(task, (task, "-.", "D", "black"))
-OTHERS = ["#333333", "#888888", "#555555"]  # implementations other than ours, in grey
 
 
 def _colour(model: str, others: list[str]):

@@ -20,9 +20,8 @@ def run_one(cfg: DictConfig, out_dir: Path, writer) -> None:
     from rwkvbench.models.registry import resolve_device
     from rwkvbench.train.data import load_corpus
     from rwkvbench.train.ladder import single_spec
-    from rwkvbench.train.trainer import train_run
-
     from rwkvbench.train.rows import finished_runs
+    from rwkvbench.train.trainer import train_run
 
     place = distributed.init()  # torchrun: data parallel, one GPU per rank (the trainer's docstring)
     spec = single_spec(cfg)

@@ -81,7 +81,8 @@ def plot_scaling(table: pd.DataFrame, fits: dict, path: Path, min_fraction: floa
     ax.set_ylabel("validation loss (nats per token)")
     ax.set_title("Validation loss versus compute: L = a·C^-b on each family's Pareto frontier", fontsize=10)
     ax.text(0.01, 0.01, "large markers: the frontier (fitted); small: every other validation point; "
-            f"lines: the fit over its frontier, dotted {EXTRAPOLATE:g}x further", transform=ax.transAxes, fontsize=7, color="#444444")
+            f"lines: the fit over its frontier, dotted {EXTRAPOLATE:g}x further", transform=ax.transAxes,
+            fontsize=7, color="#444444")
     ax.legend(fontsize=8, title="exponent b [95% bootstrap CI], r²", title_fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

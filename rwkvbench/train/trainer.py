@@ -52,7 +52,7 @@ class RunSpec:
     micro_batch_size: int | None = None
     precision: str = "bf16"
     compile: bool = True
-    compile_mode: str | None = None  # torch.compile's mode: "reduce-overhead" replays each compiled part as a CUDA graph
+    compile_mode: str | None = None  # torch.compile's; "reduce-overhead" replays each compiled part as a CUDA graph
     loss_chunk: int = 8192
     # measurement and output
     eval_points: int = 10
