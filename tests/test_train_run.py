@@ -169,6 +169,32 @@ def ladder_config(tmp_path, corpus_dir, *overrides):
     return cfg
 
 
+def test_ladder_trains_each_size_for_both_families_before_the_next(tmp_path, corpus_dir, monkeypatch):
+    """A size's pair trains back to back (one call, one GPU), after both sweeps; a deadline stops it."""
+    from rwkvbench.train.ladder import Ladder, recipe_for, scaled_lr
+
+    cfg = ladder_config(tmp_path, corpus_dir)
+    order, stop_at = [], [None]
+
+    def run(self, spec):
+        order.append((spec.name, round(spec.lr, 6)))
+        return len(order) != stop_at[0]
+
+    monkeypatch.setattr(Ladder, "run", run)
+    monkeypatch.setattr(Ladder, "best_lr", lambda self, spec_of, lrs: lrs[1])
+    ladder = Ladder.__new__(Ladder)  # no corpus: the order alone
+    ladder.cfg = cfg
+    chosen = ladder.all()
+    b = {f: round(scaled_lr(recipe_for(cfg, f), 0.008, 16, 32), 6) for f in ("rwkv4", "neox")}  # widths of a, b
+    assert order == [("rwkv4_a", 0.004), ("rwkv4_a", 0.008), ("neox_a", 0.004), ("neox_a", 0.008),
+                     ("rwkv4_b", b["rwkv4"]), ("neox_b", b["neox"])]
+    assert {f: [s.name for s in specs] for f, specs in chosen.items()} == {"rwkv4": ["rwkv4_a", "rwkv4_b"],
+                                                                           "neox": ["neox_a", "neox_b"]}
+    order.clear()
+    stop_at[0] = 5  # the deadline stops rwkv4_b
+    assert ladder.all() is None and order[-1][0] == "rwkv4_b"
+
+
 @pytest.mark.slow
 def test_ladder_trains_a_matched_pair_the_harness_runs_and_a_rerun_skips_it(tmp_path, corpus_dir, monkeypatch):
     from rwkvbench.run import run

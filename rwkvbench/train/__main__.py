@@ -81,13 +81,7 @@ def run_ladder(cfg: DictConfig, out_dir: Path, writer) -> None:
     if build is not None:
         build.join()
     ladder = Ladder(cfg, corpus, out_dir, writer, device, deadline)
-    chosen = {}
-    for family in cfg.ladder.families:
-        specs = ladder.family(family)
-        if specs is None:
-            break
-        chosen[family] = specs
-    for path in write_pair_configs(out_dir, chosen):
+    for path in write_pair_configs(out_dir, ladder.all() or {}):
         print(f"[rwkvbench.train] model config: {path}")
     run_fit(cfg, out_dir, writer)
 

@@ -1,5 +1,5 @@
 """From the config to runs: one run, or the matched ladder (learning-rate sweep at the first size, then
-every size of every family), skipping runs whose `finished` row exists and resuming unfinished ones.
+every size, both families at each before the next size), skipping runs whose `finished` row exists and resuming unfinished ones.
 
 With a deadline (deadline_s, for machines lent by the call) a run starts only when its estimated time
 fits what is left; the ladder stops cleanly otherwise, and the same command run again (with the results
@@ -158,29 +158,44 @@ class Ladder:
               f" -> lr={best:g} (the smallest within {tolerance:g} of the lowest){edge}")
         return best
 
-    def family(self, name: str) -> list[RunSpec] | None:
-        """Sweep, then every size. The specs run (all finished), or None if the deadline stopped it."""
+    def sweep(self, name: str, size, lrs: list[float]) -> float | None:
+        """The family's rate at the first size: every rate in the sweep trained, then choose_lr's pick
+        (None if the deadline stopped it)."""
+        recipe = recipe_for(self.cfg, name)
+
+        def spec_at(lr):
+            return make_spec(self.cfg, recipe, size, lr, float(self.cfg.ladder.token_scale))
+
+        for lr in lrs:
+            if not self.run(spec_at(lr)):
+                return None
+        return self.best_lr(spec_at, lrs)
+
+    def all(self) -> dict[str, list[RunSpec]] | None:
+        """Every family's sweep at the first size, then each size in turn for every family, so that a
+        size's runs train back to back (in one call, on one GPU: their in-run tokens/s compare; trained
+        family after family, a pair's runs fell in different calls, and on an H200 the same step ran up
+        to 10% apart between calls). The specs per family (all finished), or None if the deadline
+        stopped the ladder."""
         cfg, ladder = self.cfg, self.cfg.ladder
-        recipe = recipe_for(cfg, name)
         sizes = [size_config(cfg, s) for s in ladder.sizes]
-        first = sizes[0]
-        scale = float(ladder.token_scale)
-
-        def spec_at(size, lr):
-            return make_spec(cfg, recipe, size, lr, scale)
-
-        sweep = [float(lr) for lr in ladder.sweep] or [scaled_lr(recipe, recipe.lr, recipe.lr_width, first.n_embd)]
-        for lr in sweep:
-            if not self.run(spec_at(first, lr)):
+        first, scale = sizes[0], float(ladder.token_scale)
+        chosen: dict[str, list[RunSpec]] = {}
+        for name in ladder.families:
+            recipe = recipe_for(cfg, name)
+            sweep = [float(lr) for lr in ladder.sweep] or [scaled_lr(recipe, recipe.lr, recipe.lr_width, first.n_embd)]
+            best = self.sweep(name, first, sweep)
+            if best is None:
                 return None
-        best = self.best_lr(lambda lr: spec_at(first, lr), sweep)
-        specs = [spec_at(first, best)]
+            chosen[name] = [make_spec(cfg, recipe, first, best, scale)]
         for size in sizes[1:]:
-            spec = spec_at(size, scaled_lr(recipe, best, first.n_embd, size.n_embd))
-            if not self.run(spec):
-                return None
-            specs.append(spec)
-        return specs
+            for name, specs in chosen.items():
+                recipe = recipe_for(cfg, name)
+                spec = make_spec(cfg, recipe, size, scaled_lr(recipe, specs[0].lr, first.n_embd, size.n_embd), scale)
+                if not self.run(spec):
+                    return None
+                specs.append(spec)
+        return chosen
 
 
 def choose_lr(finals: dict[float, float], tolerance: float) -> float:
