@@ -7,6 +7,9 @@
 #       lambada     full LAMBADA wall time through our lm-eval adapter and lm-eval's own hf model
 #       recall      the recall probes on the 1.5B-shape pair    (once conf/task/recall.yaml exists)
 #       prompt      the prompt-template spread, all tasks        (once conf/task/prompt_sensitivity_all.yaml exists)
+#       throughput  training steps per second of both families at every ladder size, timed in alternating
+#                   rounds in one process (real text: THROUGHPUT_TOKENS, a .npy of token ids, by default
+#                   the corpus' valid split in GPT-NeoX tokens, 1.15M)
 #       ladder      the trained ladder (LR sweep, every size of both families) and its scaling fit; longer than
 #                   one call: each call trains until LADDER_DEADLINE_S (default 480 s) and the next resumes
 #                   it; published once every run has finished
@@ -85,6 +88,20 @@ step_prompt() {
   publish prompt "$dir"
 }
 
+step_throughput() {
+  local dir tokens; dir=$(scratch train_throughput)
+  rm -f "$dir/results.parquet" "$dir/results.csv"  # a script run, not resumable: always measured anew
+  tokens=${THROUGHPUT_TOKENS:-$dir/tokens_valid.npy}
+  if [[ ! -f "$tokens" ]]; then
+    RWKVBENCH_NEOX_TOKENIZER=${RWKVBENCH_NEOX_TOKENIZER:-$DATA/tokenizer/20B_tokenizer.json} \
+      "$PY" benchmarks/train_throughput.py --make-tokens "$tokens" "$DATA/corpus/valid.jsonl.xz"
+  fi
+  "$PY" benchmarks/train_throughput.py --settings graphs --tokens "$tokens" --budget-s 480 --out "$dir/summary.csv" \
+    --results "$dir" | tee "$dir/output.txt"
+  publish train_throughput "$dir"
+  cp "$dir/summary.csv" "$dir/output.txt" results/train_throughput/
+}
+
 step_ladder() {
   local dir; dir=$(scratch ladder)
   "$PY" -m rwkvbench.train mode=ladder "out_dir=$dir" "data.root=$DATA" "deadline_s=${LADDER_DEADLINE_S:-480}"
@@ -119,10 +136,10 @@ step_report() {
 }
 
 steps=("$@")
-if [[ ${#steps[@]} -eq 0 ]]; then steps=(efficiency kernel lambada recall prompt report); fi
+if [[ ${#steps[@]} -eq 0 ]]; then steps=(efficiency kernel lambada recall prompt throughput report); fi
 for s in "${steps[@]}"; do
   if ! declare -F "step_$s" >/dev/null; then
-    echo "unknown step '$s' (efficiency kernel lambada recall prompt ladder trained report)" >&2; exit 2
+    echo "unknown step '$s' (efficiency kernel lambada recall prompt throughput ladder trained report)" >&2; exit 2
   fi
 done
 for s in "${steps[@]}"; do

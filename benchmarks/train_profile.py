@@ -1,6 +1,7 @@
-"""Where a training step's GPU time goes: the trainer's own compiled step (benchmarks/train_throughput.py's
-`compiled` setting) under torch.profiler, its CUDA kernels summed into a few groups (matrix products, the
-WKV kernel, attention, fused elementwise, the optimizer, copies) and the top kernels by time.
+"""Where a training step's GPU time goes: the trainer's own compiled step (a benchmarks/train_throughput.py
+setting: `compiled` unless --setting says otherwise; `graphs` is the trainer's default) under torch.profiler,
+its CUDA kernels summed into a few groups (matrix products, the WKV kernel, attention, fused elementwise, the
+optimizer, copies) and the top kernels by time.
 
     python benchmarks/train_profile.py --family rwkv4 --size s6 [--loss-chunk 8192] [--steps 5]
 
@@ -19,7 +20,7 @@ import torch
 
 from rwkvbench.timing import timed_ms
 from rwkvbench.train.trainer import train_step
-from train_throughput import prepare  # the same step train_throughput.py times (its `compiled` setting)
+from train_throughput import SETTINGS, prepare  # the same step train_throughput.py times
 
 # kernel name pattern -> group (first match wins)
 GROUPS = [
@@ -48,6 +49,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the size's)")
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--loss-chunk", type=int, default=8192)
+    p.add_argument("--setting", default="compiled", choices=sorted(SETTINGS),
+                   help="train_throughput.py's setting (graphs: the trainer's default, CUDA graphs)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=20)
@@ -56,7 +59,7 @@ def main():
                    help="also the host side: the ops that spend the most CPU time per step (a step the GPU waits on)")
     args = p.parse_args()
     device = torch.device("cuda")
-    size, model, optimizer, batch, kw = prepare(args.family, args.size, "compiled", device, args.context,
+    size, model, optimizer, batch, kw = prepare(args.family, args.size, args.setting, device, args.context,
                                                 args.loss_chunk, args.batch_size,
                                                 np.load(args.tokens) if args.tokens else None)
     batch_size = len(batch)

@@ -10,9 +10,15 @@ batch of consecutive real-text windows, as the trainer sees them (on an H200 a s
 kernel ran RWKV-4's s7 step at 468K tokens/s on real text and 506K on random ids). The trainer's own
 step (rwkvbench.train.trainer.train_step: bf16 autocast, fused head + cross-entropy, clipping, AdamW).
 
+Each size and setting is timed in --rounds rounds that alternate between the families, each round a
+freshly built and compiled model (`measure` says why); the step time is the median round. With
+--results DIR the rows also go to DIR/results.parquet as tidy rows (suite=train_throughput), as
+`benchmarks/publish_results.sh throughput` publishes them.
+
 Settings, in order (the budget --budget-s cuts the list short, most important first):
-  compiled   torch.compile of the block / each layer and of the loss chunk, whole batch per pass (the ladder's)
-  graphs     compiled with mode="reduce-overhead": each compiled block / layer replayed as a CUDA graph
+  graphs     torch.compile of the block / each layer, mode="reduce-overhead": each compiled block / layer
+             replayed as a CUDA graph; the loss chunk through our Triton kernel (the ladder's, conf/train)
+  compiled   the same without CUDA graphs
   eager      no compile
   plain_ce   compiled, but the unfused head + torch cross-entropy over all logits (B x T x V)
   inductor_ce compiled, the fused head + cross-entropy's chunks compiled by inductor, not our Triton kernel
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import time
 
 import numpy as np
@@ -34,6 +41,8 @@ import pandas as pd
 import torch
 
 from rwkvbench.config import load_option
+from rwkvbench.models.base import device_name
+from rwkvbench.results import ResultsWriter
 from rwkvbench.timing import timed_ms
 from rwkvbench.train.families import get_family, padded_vocab
 from rwkvbench.train.loss import _chunk, chunk_fn_for, linear_cross_entropy, plain_cross_entropy
@@ -84,30 +93,78 @@ def prepare(family: str, size_name: str, setting: str, device: torch.device, con
     return size, model, optimizer, batch, step
 
 
-def measure(family: str, size_name: str, setting: str, args) -> dict:
+def _round(family: str, size_name: str, setting: str, args) -> dict:
+    """A fresh model of `family`: compiled, warmed up, then --steps steps timed; the model is gone after."""
     device = torch.device(args.device)
-    on_gpu = device.type == "cuda"
-    if on_gpu:
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     size, model, optimizer, batch, step = prepare(family, size_name, setting, device, args.context, args.loss_chunk,
                                                   tokens=args.token_ids)
-    batch_size = len(batch)
-    t0 = time.perf_counter()
-    for _ in range(args.warmup):
-        loss = train_step(model, optimizer, batch, device, **step)
+    warm_s = timed_ms(lambda: [train_step(model, optimizer, batch, device, **step) for _ in range(args.warmup)],
+                      device) / 1e3
     step_ms = timed_ms(lambda: [train_step(model, optimizer, batch, device, **step) for _ in range(args.steps)],
                        device) / args.steps
-    first = time.perf_counter() - t0 - step_ms * args.steps / 1e3
-    tokens_per_s = batch_size * args.context / (step_ms / 1e3)
-    flops = model.matmul_flops_per_token(args.context)
-    row = {"family": family, "size": size_name, "setting": setting, "tokens": args.tokens or "random",
-           "n_layer": size.n_layer, "n_embd": size.n_embd,
-           "params_nonembedding": model.n_params_nonembedding(), "params_total": model.n_params(),
-           "batch_size": batch_size, "micro_batch_size": step["micro_batch_size"], "context_len": args.context,
-           "step_ms": step_ms, "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * flops / (args.peak_tflops * 1e12),
-           "first_steps_s": first, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else float("nan"),
-           "loss": loss.item(), "flops_per_token": flops}
-    return row
+    return {"step_ms": step_ms, "first_steps_s": max(0.0, warm_s - step_ms * args.warmup / 1e3),
+            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
+            "kind": model.kind, "n_layer": size.n_layer, "n_embd": size.n_embd,
+            "params_nonembedding": model.n_params_nonembedding(), "params_total": model.n_params(),
+            "batch_size": len(batch), "micro_batch_size": step["micro_batch_size"],
+            "flops_per_token": model.matmul_flops_per_token(args.context)}
+
+
+def measure(families: list[str], size_name: str, setting: str, args) -> list[dict]:
+    """Every family's step at one size and setting, in alternating rounds (A B, B A, A B, ...): each round
+    builds the family's model afresh, compiles it, warms it up and times --steps steps, one model on the
+    GPU at a time, as a training run has it. The step time is the median round; compile time and peak
+    memory are the first round's. Alternating puts drift of the GPU's clocks or the host over the call on
+    both families alike. (Timed once each, one family after the other, the same step on an H200 differed
+    by up to 10% between calls at s2, where the host sets the pace; with both models resident and their
+    CUDA graphs in one tree, the host-bound s1-s2 steps of both ran 15-20% slower than alone.)"""
+    rounds: dict[str, list[dict]] = {family: [] for family in families}
+    notes: dict[str, str] = {}
+    for r in range(args.rounds):
+        for family in families[:: 1 if r % 2 == 0 else -1]:
+            if family in notes:
+                continue
+            try:
+                rounds[family].append(_round(family, size_name, setting, args))
+            except torch.OutOfMemoryError:
+                notes[family] = "oom"
+            gc.collect()  # the round's model and optimizer state
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+    rows = [{"family": family, "size": size_name, "setting": setting, "note": note} for family, note in notes.items()]
+    for family, measured in rounds.items():
+        if family in notes or not measured:
+            continue
+        times = [m["step_ms"] for m in measured]
+        step_ms = statistics.median(times)
+        first = measured[0]
+        tokens_per_s = first["batch_size"] * args.context / (step_ms / 1e3)
+        rows.append({"family": family, "size": size_name, "setting": setting, "tokens": args.tokens or "random",
+                     **{k: v for k, v in first.items() if k not in ("step_ms",)},
+                     "context_len": args.context, "step_ms": step_ms, "step_ms_min": min(times),
+                     "step_ms_max": max(times), "rounds": len(times), "tokens_per_s": tokens_per_s,
+                     "mfu": tokens_per_s * first["flops_per_token"] / (args.peak_tflops * 1e12)})
+    return rows
+
+
+TIDY_METRICS = ("tokens_per_s", "step_ms", "step_ms_min", "step_ms_max", "mfu", "peak_mem_gib", "first_steps_s")
+
+
+def tidy_rows(row: dict, args) -> tuple[list[dict], dict]:
+    """One measured (family, size, setting) as the results writer's rows (suite=train_throughput, one
+    metric per row) and their common columns."""
+    tokens = "real" if args.tokens else "random"
+    common = {"model": f"{row['family']}_{row['size']}", "family": row.get("kind", row["family"]), "dtype": "bf16",
+              "device": args.device, "device_name": device_name(torch.device(args.device)), "suite": "train_throughput",
+              "task": "train_step", "variant": f"setting={row['setting']};tokens={tokens}",
+              "context_len": args.context, "batch_size": row.get("batch_size")}
+    if row.get("note") == "oom":
+        return [{"metric": "oom", "value": 1.0}], common
+    n = row.get("rounds", 0) * args.steps
+    common["n_params"] = row.get("params_total")
+    return [{"metric": m, "value": float(row[m]), "n": n} for m in TIDY_METRICS if pd.notna(row.get(m))], common
 
 
 def make_tokens(out: str, text: str, limit: int = 4_000_000) -> None:
@@ -119,13 +176,14 @@ def make_tokens(out: str, text: str, limit: int = 4_000_000) -> None:
     print(f"wrote {out}: {len(ids):,} token ids of {text}")
 
 
-def plan(args) -> list[tuple[str, str, str]]:
-    """(family, size, setting), most important first: the ladder's setting at every size, then the
-    alternatives at the ends of the ladder."""
-    jobs = [(f, s, name) for name in ("compiled", "graphs", "eager") for s in args.sizes for f in args.families]
+def plan(args) -> list[tuple[str, str]]:
+    """(size, setting), most important first: the ladder's setting (graphs) at every size, then the other
+    whole-ladder settings, then the alternatives at the ends of the ladder. Each is measured for every
+    family together."""
+    jobs = [(s, name) for name in ("graphs", "compiled", "eager") for s in args.sizes]
     ends = list(dict.fromkeys([args.sizes[0], args.sizes[-1]]))
     others = ("plain_ce", "inductor_ce", "micro_half", "batch_x2")
-    jobs += [(f, s, name) for name in others for s in ends for f in args.families]
+    jobs += [(s, name) for name in others for s in ends]
     return jobs
 
 
@@ -137,10 +195,13 @@ def main():
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--loss-chunk", type=int, default=8192)
     p.add_argument("--warmup", type=int, default=3, help="steps before timing (the compile happens here)")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds per family, alternating between families (each builds and compiles the model)")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--budget-s", type=float, default=400.0, help="stop starting new measurements after this")
     p.add_argument("--out", default="train_throughput.csv")
+    p.add_argument("--results", default=None, help="a results folder to append tidy rows (suite=train_throughput) to")
     p.add_argument("--device", default="cuda", help="cpu: a smoke test of the script (tiny sizes), not a measurement")
     p.add_argument("--tokens", default=None, help="a .npy of token ids: real-text batches instead of random ids")
     p.add_argument("--make-tokens", nargs=2, metavar=("OUT.npy", "TEXT"), default=None,
@@ -157,28 +218,33 @@ def main():
         ok = load_extension() is not None
         print(f"CUDA extension {'loaded' if ok else 'UNAVAILABLE (RWKV runs the reference)'} in "
               f"{time.perf_counter() - t0:.1f} s; {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    writer = ResultsWriter(args.results) if args.results else None
     rows, started = [], time.perf_counter()
-    for family, size, setting in plan(args):
+    for size, setting in plan(args):
         if args.settings and setting not in args.settings:
             continue
         if time.perf_counter() - started > args.budget_s:
-            print(f"budget of {args.budget_s:.0f} s spent: {family} {size} {setting} and later ones not measured")
+            print(f"budget of {args.budget_s:.0f} s spent: {size} {setting} and later ones not measured")
             break
         try:
-            row = measure(family, size, setting, args)
-        except torch.OutOfMemoryError:
-            row = {"family": family, "size": size, "setting": setting, "note": "oom"}
+            measured = measure(args.families, size, setting, args)
         except Exception as e:  # noqa: BLE001  (one failing setting must not lose the others' numbers)
-            row = {"family": family, "size": size, "setting": setting, "note": f"{type(e).__name__}: {str(e)[:200]}"}
-        gc.collect()  # the model and its optimizer state went out of scope with measure()
+            measured = [{"family": f, "size": size, "setting": setting, "note": f"{type(e).__name__}: {str(e)[:200]}"}
+                        for f in args.families]
+        gc.collect()  # the models and their optimizer state went out of scope with measure()
         if args.device == "cuda":
             torch.cuda.empty_cache()
-        rows.append(row)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        for row in measured:
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            if writer is not None and ("tokens_per_s" in row or row.get("note") == "oom"):
+                tidy, common = tidy_rows(row, args)
+                writer.append(tidy, **common)
+        rows += measured
         pd.DataFrame(rows).to_csv(args.out, index=False)
     df = pd.DataFrame(rows)
     cols = [c for c in ["family", "size", "setting", "tokens", "params_nonembedding", "batch_size", "micro_batch_size",
-                        "tokens_per_s", "mfu", "step_ms", "first_steps_s", "peak_mem_gib", "note"] if c in df]
+                        "tokens_per_s", "mfu", "step_ms", "step_ms_min", "step_ms_max", "first_steps_s", "peak_mem_gib",
+                        "note"] if c in df]
     with pd.option_context("display.width", 200, "display.max_rows", 200, "display.float_format", "{:.4g}".format):
         print(df[cols].to_string(index=False))
     for setting, part in df.groupby("setting", sort=False) if "tokens_per_s" in df else []:
@@ -187,7 +253,7 @@ def main():
             by_size = by_size.assign(ratio=by_size.rwkv4 / by_size.neox)  # RWKV-4 / GPT-NeoX
         print(f"\n{setting}: tokens/s by size")
         print(by_size.to_string(float_format="{:.4g}".format))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f"; tidy rows: {writer.path}" if writer is not None else ""))
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ INDEX = ["task", "variant", "context_len", "batch_size", "step", "metric"]
 ALWAYS = ["task", "metric"]
 # Added, in order, only when two rows would otherwise share one cell (never average them).
 DISAMBIGUATE = ["dtype", "device_name", "device", "checkpoint", "fingerprint", "run_id", "time"]
-METRIC_COLUMNS = ("train", "scaling")
-SUITE_ORDER = ["quality", "recall", "prompt", "efficiency", "kernel", "train", "scaling"]
+METRIC_COLUMNS = ("train", "train_throughput", "scaling")
+SUITE_ORDER = ["quality", "recall", "prompt", "efficiency", "kernel", "train", "train_throughput", "scaling"]
 SUITE_TITLES = {"quality": "Quality (lm-eval)", "recall": "Recall probes", "prompt": "Prompt templates",
                 "efficiency": "Speed and memory", "kernel": "WKV kernel", "train": "Training (each run's last step)",
+                "train_throughput": "Training step throughput (both families timed in alternating rounds)",
                 "scaling": "Scaling-law fits", "perplexity": "Perplexity", "wall_time": "Wall time of whole tasks"}
 TABLES_NOTE = ("Each cell: value ± standard error, and n. One column per model (training runs and fits: per "
                "metric), one row per measured setting; nothing averaged.")
