@@ -149,7 +149,10 @@ def measure(families: list[str], size_name: str, setting: str, args) -> list[dic
     return rows
 
 
-TIDY_METRICS = ("tokens_per_s", "step_ms", "step_ms_min", "step_ms_max", "mfu", "peak_mem_gib", "first_steps_s")
+# metric -> what its n counts: the median, min and max are over rounds; compile time and peak memory
+# are the first round's
+TIDY_METRICS = {"tokens_per_s": "rounds", "step_ms": "rounds", "step_ms_min": "rounds", "step_ms_max": "rounds",
+                "mfu": "rounds", "peak_mem_gib": "first", "first_steps_s": "first"}
 
 
 def tidy_rows(row: dict, args) -> tuple[list[dict], dict]:
@@ -162,9 +165,10 @@ def tidy_rows(row: dict, args) -> tuple[list[dict], dict]:
               "context_len": args.context, "batch_size": row.get("batch_size")}
     if row.get("note") == "oom":
         return [{"metric": "oom", "value": 1.0}], common
-    n = row.get("rounds", 0) * args.steps
+    n = {"rounds": row.get("rounds"), "first": 1}
     common["n_params"] = row.get("params_total")
-    return [{"metric": m, "value": float(row[m]), "n": n} for m in TIDY_METRICS if pd.notna(row.get(m))], common
+    return [{"metric": m, "value": float(row[m]), "n": n[of]} for m, of in TIDY_METRICS.items() if pd.notna(row.get(m))], \
+        common
 
 
 def make_tokens(out: str, text: str, limit: int = 4_000_000) -> None:
