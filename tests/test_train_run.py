@@ -154,45 +154,73 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, corpus):
         train_run(other, corpus, tmp_path, ResultsWriter(tmp_path), torch.device("cpu"))
 
 
-def ladder_config(tmp_path, corpus_dir, *overrides):
-    sizes = []
-    for name, layers, width, steps in [("a", 1, 16, 8), ("b", 2, 32, 12)]:
+def ladder_config(tmp_path, corpus_dir, *overrides, sizes=(("a", 1, 16, 8), ("b", 2, 32, 12))):
+    paths = []
+    for name, layers, width, steps in sizes:
         path = tmp_path / f"{name}.yaml"
         path.write_text(f"name: {name}\nn_layer: {layers}\nn_embd: {width}\ntokens: {steps * 4 * CONTEXT}\nbatch_size: 4\n")
-        sizes.append(str(path))
+        paths.append(str(path))
     with initialize_config_dir(config_dir=str(conf_dir() / "train"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
             "mode=ladder", f"out_dir={tmp_path / 'out'}", "device=cpu", f"context_len={CONTEXT}", "eval.points=4",
             "eval.tokens=2048", "eval.batch_size=16", "ladder.sweep=[0.004,0.008]", "fit.bootstrap=50", *overrides])
-    cfg.ladder.sizes = sizes
+    cfg.ladder.sizes = paths
     cfg.data = data_config(corpus_dir)
     return cfg
 
 
-def test_ladder_trains_each_size_for_both_families_before_the_next(tmp_path, corpus_dir, monkeypatch):
-    """A size's pair trains back to back (one call, one GPU), after both sweeps; a deadline stops it."""
-    from rwkvbench.train.ladder import Ladder, recipe_for, scaled_lr
+def _ladder_order(tmp_path, corpus_dir, monkeypatch, sizes=(("a", 1, 16, 8), ("b", 2, 32, 12), ("c", 2, 48, 16))):
+    """A ladder whose runs only record their order (Ladder.run -> `order`, all finished; sweep pick: the
+    second rate)."""
+    from rwkvbench.train.ladder import Ladder
 
-    cfg = ladder_config(tmp_path, corpus_dir)
-    order, stop_at = [], [None]
+    cfg = ladder_config(tmp_path, corpus_dir, sizes=sizes)
+    order = []
 
     def run(self, spec):
         order.append((spec.name, round(spec.lr, 6)))
-        return len(order) != stop_at[0]
+        self.trained += 1
+        return True
 
     monkeypatch.setattr(Ladder, "run", run)
     monkeypatch.setattr(Ladder, "best_lr", lambda self, spec_of, lrs: lrs[1])
     ladder = Ladder.__new__(Ladder)  # no corpus: the order alone
-    ladder.cfg = cfg
+    ladder.cfg, ladder.deadline, ladder.trained = cfg, None, 0
+    return ladder, order
+
+
+def test_ladder_trains_each_size_for_both_families_before_the_next(tmp_path, corpus_dir, monkeypatch):
+    """A size's pair trains back to back, after both sweeps, at the sweep's rate scaled to its width."""
+    from rwkvbench.train.ladder import recipe_for, scaled_lr
+
+    ladder, order = _ladder_order(tmp_path, corpus_dir, monkeypatch)
     chosen = ladder.all()
-    b = {f: round(scaled_lr(recipe_for(cfg, f), 0.008, 16, 32), 6) for f in ("rwkv4", "neox")}  # widths of a, b
+    lr = {(f, w): round(scaled_lr(recipe_for(ladder.cfg, f), 0.008, 16, w), 6) for f in ("rwkv4", "neox") for w in (32, 48)}
     assert order == [("rwkv4_a", 0.004), ("rwkv4_a", 0.008), ("neox_a", 0.004), ("neox_a", 0.008),
-                     ("rwkv4_b", b["rwkv4"]), ("neox_b", b["neox"])]
-    assert {f: [s.name for s in specs] for f, specs in chosen.items()} == {"rwkv4": ["rwkv4_a", "rwkv4_b"],
-                                                                           "neox": ["neox_a", "neox_b"]}
-    order.clear()
-    stop_at[0] = 5  # the deadline stops rwkv4_b
-    assert ladder.all() is None and order[-1][0] == "rwkv4_b"
+                     ("rwkv4_b", lr["rwkv4", 32]), ("neox_b", lr["neox", 32]),
+                     ("rwkv4_c", lr["rwkv4", 48]), ("neox_c", lr["neox", 48])]
+    assert {f: [s.name for s in specs] for f, specs in chosen.items()} == {
+        "rwkv4": ["rwkv4_a", "rwkv4_b", "rwkv4_c"], "neox": ["neox_a", "neox_b", "neox_c"]}
+
+
+def test_ladder_stops_before_a_pair_that_does_not_fit_the_deadline_together(tmp_path, corpus_dir, monkeypatch):
+    import time
+
+    from rwkvbench.results import ResultsWriter
+
+    ladder, order = _ladder_order(tmp_path, corpus_dir, monkeypatch)
+    ladder.writer = ResultsWriter(tmp_path / "rows")
+    ladder.estimator = type("Estimate", (), {"seconds": lambda self, spec, results: 60.0})()
+    ladder.deadline = time.monotonic() + 100  # one run fits, a pair does not
+    assert ladder.all() is None
+    assert [name for name, _ in order] == ["rwkv4_a", "rwkv4_a", "neox_a", "neox_a"]  # neither b run started
+    from rwkvbench.train.ladder import make_spec, recipe_for, size_config
+
+    pair = [make_spec(ladder.cfg, recipe_for(ladder.cfg, f), size_config(ladder.cfg, ladder.cfg.ladder.sizes[1]), 0.01)
+            for f in ("rwkv4", "neox")]
+    assert ladder.fits(pair) is False
+    ladder.trained = 0  # a call that has trained nothing yet: a pair that fits no call goes on run by run
+    assert ladder.fits(pair) is True
 
 
 @pytest.mark.slow

@@ -122,6 +122,7 @@ class Ladder:
     def __init__(self, cfg: DictConfig, corpus: Corpus, out_dir: Path, writer: ResultsWriter, device, deadline):
         self.cfg, self.corpus, self.out_dir, self.writer, self.device = cfg, corpus, out_dir, writer, device
         self.deadline = deadline
+        self.trained = 0  # runs this process has trained (or resumed)
         from rwkvbench.train.families import padded_vocab
 
         self.estimator = Estimator(cfg, padded_vocab(corpus.tokenizer.vocab_size))
@@ -139,6 +140,7 @@ class Ladder:
                       f"the deadline; stopping here (run the same command again to continue)")
                 return False
         finished = train_run(spec, self.corpus, self.out_dir, self.writer, self.device, self.deadline)
+        self.trained += 1
         self.estimator.record(spec, self.writer.read())
         return finished
 
@@ -173,10 +175,10 @@ class Ladder:
 
     def all(self) -> dict[str, list[RunSpec]] | None:
         """Every family's sweep at the first size, then each size in turn for every family, so that a
-        size's runs train back to back (in one call, on one GPU: their in-run tokens/s compare; trained
-        family after family, a pair's runs fell in different calls, and on an H200 the same step ran up
-        to 10% apart between calls). The specs per family (all finished), or None if the deadline
-        stopped the ladder."""
+        size's runs train back to back, in one call when they fit its deadline together (`fits`): on one
+        GPU in one process their in-run tokens/s compare. (Trained family after family, a pair's runs
+        fell in different calls, and on an H200 the same step ran up to 11% apart between processes.)
+        The specs per family (all finished), or None if the deadline stopped the ladder."""
         cfg, ladder = self.cfg, self.cfg.ladder
         sizes = [size_config(cfg, s) for s in ladder.sizes]
         first, scale = sizes[0], float(ladder.token_scale)
@@ -189,13 +191,36 @@ class Ladder:
                 return None
             chosen[name] = [make_spec(cfg, recipe, first, best, scale)]
         for size in sizes[1:]:
+            pair = {}
             for name, specs in chosen.items():
                 recipe = recipe_for(cfg, name)
-                spec = make_spec(cfg, recipe, size, scaled_lr(recipe, specs[0].lr, first.n_embd, size.n_embd), scale)
+                pair[name] = make_spec(cfg, recipe, size, scaled_lr(recipe, specs[0].lr, first.n_embd, size.n_embd),
+                                       scale)
+            if not self.fits(list(pair.values())):
+                return None
+            for name, spec in pair.items():
                 if not self.run(spec):
                     return None
-                specs.append(spec)
+                chosen[name].append(spec)
         return chosen
+
+    def fits(self, pair: list[RunSpec]) -> bool:
+        """Whether a size's runs, none of them finished yet, fit together before the deadline (else the
+        ladder stops before the first of them, and the next call trains them both). Once one of them
+        has finished, or when they do not fit even a call that has trained nothing yet, the runs go on
+        one by one (`run` checks each)."""
+        if self.deadline is None or self.trained == 0:
+            return True
+        results = self.writer.read()
+        done = finished_runs(results)
+        if any((spec.name, spec.tag) in done for spec in pair):
+            return True
+        need, left = sum(self.estimator.seconds(spec, results) for spec in pair), self.deadline - time.monotonic()
+        if need > left:
+            print(f"[rwkvbench.train] {', '.join(spec.name for spec in pair)}: need ~{need:.0f} s together, {left:.0f} s "
+                  f"left before the deadline; stopping here (run the same command again to continue)")
+            return False
+        return True
 
 
 def choose_lr(finals: dict[float, float], tolerance: float) -> float:
