@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -42,10 +44,15 @@ import torch
 
 from rwkvbench.config import load_option
 from rwkvbench.models.base import device_name
-from rwkvbench.results import ResultsWriter
+from rwkvbench.results import ResultsWriter, versions
 from rwkvbench.timing import timed_ms
 from rwkvbench.train.families import get_family, padded_vocab
-from rwkvbench.train.loss import _chunk, chunk_fn_for, linear_cross_entropy, plain_cross_entropy
+from rwkvbench.train.loss import (
+    _chunk,
+    chunk_fn_for,
+    linear_cross_entropy,
+    plain_cross_entropy,
+)
 from rwkvbench.train.optim import make_optimizer
 from rwkvbench.train.trainer import train_step
 
@@ -116,10 +123,13 @@ def measure(families: list[str], size_name: str, setting: str, args) -> list[dic
     """Every family's step at one size and setting, in alternating rounds (A B, B A, A B, ...): each round
     builds the family's model afresh, compiles it, warms it up and times --steps steps, one model on the
     GPU at a time, as a training run has it. The step time is the median round; compile time and peak
-    memory are the first round's. Alternating puts drift of the GPU's clocks or the host over the call on
-    both families alike. (Timed once each, one family after the other, the same step on an H200 differed
-    by up to 10% between calls at s2, where the host sets the pace; with both models resident and their
-    CUDA graphs in one tree, the host-bound s1-s2 steps of both ran 15-20% slower than alone.)"""
+    memory are the first round's (the first family's first round at a size also compiles what later
+    rounds find in inductor's cache, and at the first size loads the process's kernels). Alternating puts
+    drift of the GPU's clocks or the host over the call on both families alike. (Timed once each, one
+    family after the other, the same step on an H200 differed by up to 11% between processes at s2, where
+    the host sets the pace; with both models resident and their CUDA graphs in one tree, the host-bound
+    s1-s2 steps ran 13% (GPT-NeoX) and 20% (RWKV-4) slower than alone.) A family that fails a round is
+    not measured further; its row carries the note."""
     rounds: dict[str, list[dict]] = {family: [] for family in families}
     notes: dict[str, str] = {}
     for r in range(args.rounds):
@@ -129,9 +139,12 @@ def measure(families: list[str], size_name: str, setting: str, args) -> list[dic
             try:
                 rounds[family].append(_round(family, size_name, setting, args))
             except torch.OutOfMemoryError:
-                notes[family] = "oom"
+                notes[family] = f"oom in round {r + 1}"
+            except Exception as e:  # noqa: BLE001  (one failing family must not lose the other's rounds)
+                notes[family] = f"round {r + 1}: {type(e).__name__}: {str(e)[:200]}"
+            torch._dynamo.reset()  # the round's compiled code and CUDA graph pool, before the next model
             gc.collect()  # the round's model and optimizer state
-            if args.device == "cuda":
+            if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
     rows = [{"family": family, "size": size_name, "setting": setting, "note": note} for family, note in notes.items()]
     for family, measured in rounds.items():
@@ -163,7 +176,7 @@ def tidy_rows(row: dict, args) -> tuple[list[dict], dict]:
               "device": args.device, "device_name": device_name(torch.device(args.device)), "suite": "train_throughput",
               "task": "train_step", "variant": f"setting={row['setting']};tokens={tokens}",
               "context_len": args.context, "batch_size": row.get("batch_size")}
-    if row.get("note") == "oom":
+    if str(row.get("note", "")).startswith("oom"):
         return [{"metric": "oom", "value": 1.0}], common
     n = {"rounds": row.get("rounds"), "first": 1}
     common["n_params"] = row.get("params_total")
@@ -223,6 +236,9 @@ def main():
         print(f"CUDA extension {'loaded' if ok else 'UNAVAILABLE (RWKV runs the reference)'} in "
               f"{time.perf_counter() - t0:.1f} s; {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     writer = ResultsWriter(args.results) if args.results else None
+    if writer is not None:  # runs.jsonl: the command line and package versions beside the rows
+        writer.record_run(argv=sys.argv, cwd=os.getcwd(), config=vars(args) | {"token_ids": None}, versions=versions(),
+                          device_name=device_name(torch.device(args.device)))
     rows, started = [], time.perf_counter()
     for size, setting in plan(args):
         if args.settings and setting not in args.settings:
@@ -240,7 +256,7 @@ def main():
             torch.cuda.empty_cache()
         for row in measured:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-            if writer is not None and ("tokens_per_s" in row or row.get("note") == "oom"):
+            if writer is not None and ("tokens_per_s" in row or str(row.get("note", "")).startswith("oom")):
                 tidy, common = tidy_rows(row, args)
                 writer.append(tidy, **common)
         rows += measured

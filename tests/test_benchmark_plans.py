@@ -29,15 +29,19 @@ def test_families_alternate_by_round_and_the_median_round_is_the_step_time(monke
         calls.append(family)
         if family == "big":
             raise torch.OutOfMemoryError("no room")
+        if family == "bad":
+            raise RuntimeError("compile failed")
         return {"step_ms": next(ms[family]), "first_steps_s": 1.0, "peak_mem_gib": 2.0, "kind": family,
                 "n_layer": 1, "n_embd": 8, "params_nonembedding": 10, "params_total": 20, "batch_size": 4,
                 "micro_batch_size": 4, "flops_per_token": 1e6}
 
     monkeypatch.setattr(train_throughput, "_round", fake_round)
     args = argparse.Namespace(rounds=3, context=16, tokens=None, peak_tflops=1.0, device="cpu")
-    rows = {r["family"]: r for r in train_throughput.measure(["rwkv4", "neox", "big"], "s1", "graphs", args)}
-    assert calls == ["rwkv4", "neox", "big", "neox", "rwkv4", "rwkv4", "neox"]  # the OOM family is not retried
-    assert rows["big"]["note"] == "oom" and "tokens_per_s" not in rows["big"]
+    rows = {r["family"]: r for r in train_throughput.measure(["rwkv4", "neox", "big", "bad"], "s1", "graphs", args)}
+    # a family that failed is not retried, and the others keep their rounds
+    assert calls == ["rwkv4", "neox", "big", "bad", "neox", "rwkv4", "rwkv4", "neox"]
+    assert rows["big"]["note"] == "oom in round 1" and "tokens_per_s" not in rows["big"]
+    assert rows["bad"]["note"] == "round 1: RuntimeError: compile failed"
     assert (rows["rwkv4"]["step_ms"], rows["rwkv4"]["step_ms_min"], rows["rwkv4"]["step_ms_max"]) == (11.0, 10.0, 30.0)
     assert rows["neox"]["step_ms"] == 12.5 and rows["neox"]["tokens_per_s"] == 4 * 16 / 12.5e-3
 
