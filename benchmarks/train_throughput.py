@@ -170,7 +170,8 @@ TIDY_METRICS = {"tokens_per_s": "rounds", "step_ms": "rounds", "step_ms_min": "r
 
 def tidy_rows(row: dict, args) -> tuple[list[dict], dict]:
     """One measured (family, size, setting) as the results writer's rows (suite=train_throughput, one
-    metric per row) and their common columns."""
+    metric per row; an OOM as one `oom` row; none for a family that failed otherwise) and their common
+    columns."""
     tokens = "real" if args.tokens else "random"
     common = {"model": f"{row['family']}_{row['size']}", "family": row.get("kind", row["family"]), "dtype": "bf16",
               "device": args.device, "device_name": device_name(torch.device(args.device)), "suite": "train_throughput",
@@ -178,6 +179,8 @@ def tidy_rows(row: dict, args) -> tuple[list[dict], dict]:
               "context_len": args.context, "batch_size": row.get("batch_size")}
     if str(row.get("note", "")).startswith("oom"):
         return [{"metric": "oom", "value": 1.0}], common
+    if "tokens_per_s" not in row:  # failed otherwise: its note is printed, no row to keep
+        return [], common
     n = {"rounds": row.get("rounds"), "first": 1}
     common["n_params"] = row.get("params_total")
     return [{"metric": m, "value": float(row[m]), "n": n[of]} for m, of in TIDY_METRICS.items() if pd.notna(row.get(m))], \
@@ -256,8 +259,8 @@ def main():
             torch.cuda.empty_cache()
         for row in measured:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-            if writer is not None and ("tokens_per_s" in row or str(row.get("note", "")).startswith("oom")):
-                tidy, common = tidy_rows(row, args)
+            tidy, common = tidy_rows(row, args)
+            if writer is not None and tidy:
                 writer.append(tidy, **common)
         rows += measured
         pd.DataFrame(rows).to_csv(args.out, index=False)

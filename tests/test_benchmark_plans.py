@@ -54,3 +54,5 @@ def test_families_alternate_by_round_and_the_median_round_is_the_step_time(monke
     assert by_metric["peak_mem_gib"]["n"] == 1  # the first round's
     tidy, _ = train_throughput.tidy_rows(rows["big"], argparse.Namespace(tokens=None, device="cpu", context=16, steps=10))
     assert tidy == [{"metric": "oom", "value": 1.0}]
+    tidy, _ = train_throughput.tidy_rows(rows["bad"], argparse.Namespace(tokens=None, device="cpu", context=16, steps=10))
+    assert tidy == []  # failed otherwise: printed with its note, no rows

@@ -1,5 +1,6 @@
 """From the config to runs: one run, or the matched ladder (learning-rate sweep at the first size, then
-every size, both families at each before the next size), skipping runs whose `finished` row exists and resuming unfinished ones.
+every size, both families at each before the next size), skipping runs whose `finished` row exists and
+resuming unfinished ones.
 
 With a deadline (deadline_s, for machines lent by the call) a run starts only when its estimated time
 fits what is left; the ladder stops cleanly otherwise, and the same command run again (with the results
@@ -133,12 +134,8 @@ class Ladder:
         if (spec.name, spec.tag) in finished_runs(results):
             print(f"[rwkvbench.train] {spec.name} {spec.tag}: finished before, skipped")
             return True
-        if self.deadline is not None:
-            need, left = self.estimator.seconds(spec, results), self.deadline - time.monotonic()
-            if need > left:
-                print(f"[rwkvbench.train] {spec.name} {spec.tag}: needs ~{need:.0f} s, {left:.0f} s left before "
-                      f"the deadline; stopping here (run the same command again to continue)")
-                return False
+        if self.deadline is not None and not self.in_time([spec], f"{spec.name} {spec.tag}", results):
+            return False
         finished = train_run(spec, self.corpus, self.out_dir, self.writer, self.device, self.deadline)
         self.trained += 1
         self.estimator.record(spec, self.writer.read())
@@ -215,10 +212,14 @@ class Ladder:
         done = finished_runs(results)
         if any((spec.name, spec.tag) in done for spec in pair):
             return True
-        need, left = sum(self.estimator.seconds(spec, results) for spec in pair), self.deadline - time.monotonic()
+        return self.in_time(pair, f"{', '.join(spec.name for spec in pair)} together", results)
+
+    def in_time(self, specs: list[RunSpec], label: str, results: pd.DataFrame) -> bool:
+        """Whether the runs' estimated time fits what is left before the deadline; if not, says so."""
+        need, left = sum(self.estimator.seconds(spec, results) for spec in specs), self.deadline - time.monotonic()
         if need > left:
-            print(f"[rwkvbench.train] {', '.join(spec.name for spec in pair)}: need ~{need:.0f} s together, {left:.0f} s "
-                  f"left before the deadline; stopping here (run the same command again to continue)")
+            print(f"[rwkvbench.train] {label}: needs ~{need:.0f} s, {left:.0f} s left before the deadline; stopping "
+                  f"here (run the same command again to continue)")
             return False
         return True
 
