@@ -54,10 +54,12 @@ def _cross_entropy_rows(logits_ptr, targets_ptr, loss_ptr, n_rows, V, stride, in
 
 # Measured on an H200 (benchmarks/cross_entropy_kernel.py, 8192 x 50304 bf16 logits, real-text targets,
 # 72 launches): 0.705 ms with L2Wrap, 0.653 ms without (2.1x and 1.9x the read + write floor). Blocks of
-# 8192 and 8 warps: 0.775 / 0.648 ms; the argmax searched in every block where the max rose: 0.780 ms; kept
-# per lane (no search until the row's end): 0.899 ms; searched in the second pass: 1.31 ms. A row held
-# in one program's registers (64K floats: an SM's whole register file) spilled: at s7 its step spent
-# 42.8 ms (RWKV-4) / 20.0 ms (GPT-NeoX) in it.
+# 8192 and 8 warps: 0.775 / 0.648 ms. Other ways to find L2Wrap's column: searched in every block where the
+# max rose: 0.780 ms; kept per lane (no search until the row's end): 0.899 ms; searched in the second pass:
+# 1.31 ms, or there only in the block the first pass found (a branch in the loop): 1.20 ms; each block read
+# as 16 parts of 256 and the part kept, so the search reads 256 columns: 0.876 ms (2026-11-24: the 2-D
+# reductions cost more than the bytes saved). A row held in one program's registers (64K floats: an SM's
+# whole register file) spilled: at s7 its step spent 42.8 ms (RWKV-4) / 20.0 ms (GPT-NeoX) in it.
 BLOCK, WARPS, PROGRAMS_PER_SM = 4096, 4, 8
 
 
