@@ -6,8 +6,8 @@ time does not count; medians of CUDA-event timings of the replays.
 
     python benchmarks/grouped_projections.py [--widths 128 192 256 384 640]
 
-Measured on an H200 (2026-11-24), per layer: the bmm saves 6-7 us of 107-128 us at C=192-256 (0.04 ms a
-step at s3), loses on the weight gradients (46 -> 55 us at C=256), and is level at C=640; so block_step keeps
+Measured on an H200 (2026-11-24), per layer: the bmm saves 6-8 us of 106-127 us at C=192-256 (0.04 ms a
+step at s3), loses on the weight gradients (46 -> 53 us at C=256), and is level at C=640; so block_step keeps
 three products (benchmarks/NOTES.md).
 """
 
