@@ -157,18 +157,16 @@ class Ladder:
               f" -> lr={best:g} (the smallest within {tolerance:g} of the lowest){edge}")
         return best
 
-    def sweep(self, name: str, size, lrs: list[float]) -> float | None:
-        """The family's rate at the first size: every rate in the sweep trained, then choose_lr's pick
-        (None if the deadline stopped it)."""
-        recipe = recipe_for(self.cfg, name)
-
+    def sweep(self, recipe, size, lrs: list[float]) -> RunSpec | None:
+        """The family's run at the first size: every rate in the sweep trained, then the run at choose_lr's
+        pick (None if the deadline stopped it)."""
         def spec_at(lr):
             return make_spec(self.cfg, recipe, size, lr, float(self.cfg.ladder.token_scale))
 
         for lr in lrs:
             if not self.run(spec_at(lr)):
                 return None
-        return self.best_lr(spec_at, lrs)
+        return spec_at(self.best_lr(spec_at, lrs))
 
     def all(self) -> dict[str, list[RunSpec]] | None:
         """Every family's sweep at the first size, then each size in turn for every family, so that a
@@ -179,20 +177,18 @@ class Ladder:
         cfg, ladder = self.cfg, self.cfg.ladder
         sizes = [size_config(cfg, s) for s in ladder.sizes]
         first, scale = sizes[0], float(ladder.token_scale)
+        recipes = {name: recipe_for(cfg, name) for name in ladder.families}
         chosen: dict[str, list[RunSpec]] = {}
-        for name in ladder.families:
-            recipe = recipe_for(cfg, name)
+        for name, recipe in recipes.items():
             sweep = [float(lr) for lr in ladder.sweep] or [scaled_lr(recipe, recipe.lr, recipe.lr_width, first.n_embd)]
-            best = self.sweep(name, first, sweep)
-            if best is None:
+            spec = self.sweep(recipe, first, sweep)
+            if spec is None:
                 return None
-            chosen[name] = [make_spec(cfg, recipe, first, best, scale)]
+            chosen[name] = [spec]
         for size in sizes[1:]:
-            pair = {}
-            for name, specs in chosen.items():
-                recipe = recipe_for(cfg, name)
-                pair[name] = make_spec(cfg, recipe, size, scaled_lr(recipe, specs[0].lr, first.n_embd, size.n_embd),
-                                       scale)
+            pair = {name: make_spec(cfg, recipes[name], size,
+                                    scaled_lr(recipes[name], specs[0].lr, first.n_embd, size.n_embd), scale)
+                    for name, specs in chosen.items()}
             if not self.fits(list(pair.values())):
                 return None
             for name, spec in pair.items():
